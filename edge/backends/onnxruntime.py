@@ -1,0 +1,49 @@
+"""ONNX Runtime backend: execution providers picked from what this build offers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import register
+
+DEFAULT_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(available: list[str], preferred: tuple[str, ...] | list[str] = DEFAULT_PROVIDER_ORDER) -> list[str]:
+    """Keep the preferred providers this build offers, in preference order; CPU always last."""
+    chosen = [p for p in preferred if p in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+@register("onnxruntime")
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+    max_batch = 0
+
+    def __init__(self, path: Path, threads: int = 0, providers: list[str] | None = None,
+                 optimization: str = "all", **_ignored):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # 0 lets ORT decide; on a small board the daemon sets it so models do not fight.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = {
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        chosen = choose_providers(ort.get_available_providers(), providers or DEFAULT_PROVIDER_ORDER)
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        self.device = self.session.get_providers()[0]
+        self.input_name = self.session.get_inputs()[0].name
+        shape0 = self.session.get_inputs()[0].shape[0]
+        self.max_batch = shape0 if isinstance(shape0, int) and shape0 > 0 else 0
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})

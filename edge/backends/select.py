@@ -1,0 +1,92 @@
+"""Hardware probe and backend choice: which board this is, which runtimes import, and
+which backend each model runs on. `edge doctor` prints the decision with its reasons."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import FORMATS
+
+
+@dataclass(frozen=True)
+class Board:
+    kind: str    # "jetson" | "raspberry_pi" | "generic"
+    model: str   # what the board says it is
+
+
+@dataclass(frozen=True)
+class Runtimes:
+    onnxruntime: str | None          # version, or None when it does not import
+    onnx_providers: tuple[str, ...]
+    litert: str | None               # "ai_edge_litert x.y" / "tflite_runtime x.y" / None
+    opencv: str | None
+    opencv_cuda: bool
+    edgetpu: bool
+
+
+def probe_board(root: Path = Path("/")) -> Board:
+    """Identify the board from files the OS provides; `root` lets tests fake them."""
+    model = ""
+    for name in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
+        path = root / name
+        if path.is_file():
+            model = path.read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
+            break
+    if (root / "etc/nv_tegra_release").is_file() or "jetson" in model.lower() or "nvidia" in model.lower():
+        return Board("jetson", model or "NVIDIA Jetson (nv_tegra_release)")
+    if "raspberry pi" in model.lower():
+        return Board("raspberry_pi", model)
+    return Board("generic", model or "generic computer")
+
+
+def probe_runtimes() -> Runtimes:
+    def version(module: str) -> str | None:
+        try:
+            return getattr(importlib.import_module(module), "__version__", "?")
+        except ImportError:
+            return None
+
+    ort_version = version("onnxruntime")
+    providers: tuple[str, ...] = ()
+    if ort_version:
+        import onnxruntime
+        providers = tuple(onnxruntime.get_available_providers())
+    litert = None
+    for module in ("ai_edge_litert", "tflite_runtime"):
+        if version(module + ".interpreter") is not None:
+            litert = f"{module} {version(module) or ''}".strip()
+            break
+    from .litert import edgetpu_available
+    from .opencv_dnn import opencv_cuda_available
+    cv_version = version("cv2")
+    return Runtimes(ort_version, providers, litert, cv_version, bool(cv_version) and opencv_cuda_available(),
+                    edgetpu_available())
+
+
+def choose_backend(board: Board, runtimes: Runtimes, formats: set[str], requested: str = "auto") -> tuple[str, str]:
+    """(backend key, why) for one model offered in `formats` (e.g. {"onnx", "tflite"})."""
+    usable = {
+        "onnxruntime": runtimes.onnxruntime is not None and "onnx" in formats,
+        "litert": runtimes.litert is not None and "tflite" in formats,
+        "opencv": runtimes.opencv is not None and "onnx" in formats,
+    }
+    if requested != "auto":
+        if not usable[requested]:
+            return requested, f"{requested} requested in config, but it is not usable here " \
+                              f"(runtime missing or no {FORMATS[requested]} file)"
+        return requested, "requested in config"
+    gpu = [p for p in runtimes.onnx_providers if p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")]
+    if board.kind == "jetson" and usable["onnxruntime"] and gpu:
+        return "onnxruntime", f"Jetson with {gpu[0]}"
+    if board.kind == "jetson" and usable["opencv"] and runtimes.opencv_cuda:
+        return "opencv", "Jetson: OpenCV built with CUDA, onnxruntime has no GPU provider"
+    if board.kind == "raspberry_pi" and usable["litert"]:
+        return "litert", "Raspberry Pi: LiteRT with XNNPACK is the fastest CPU runtime on ARM"
+    for key, why in (("onnxruntime", "fastest CPU runtime measured on x86"),
+                     ("litert", "onnxruntime not available"),
+                     ("opencv", "only OpenCV DNN is available")):
+        if usable[key]:
+            return key, f"{board.kind}: {why}"
+    raise RuntimeError(f"no runtime can run any of {sorted(formats)}: install onnxruntime or ai-edge-litert")

@@ -1,0 +1,269 @@
+"""The `edge` command: parses arguments, loads config, hands over to the module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .backends import ModelLoadError
+from .config import DEMO_DIR, AppConfig, ConfigError, load_config
+from .images import ImageError, load_image
+from .store import StoreError
+
+EXIT_CONFIG = 2
+EXIT_MODEL = 3
+EXIT_INPUT = 4
+
+log = logging.getLogger("edge")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config (default: config/default.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config key, e.g. --set mqtt.port=1884 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge", description="Edge face appliance daemon and tools.")
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon on the configured camera")
+    run.add_argument("--source", help="camera override: device index, file, rtsp:// URL or GStreamer pipeline")
+    run.add_argument("--max-frames", type=int, help="stop after N processed frames")
+    run.add_argument("--print-events", action="store_true", help="also print every event as a JSON line")
+
+    demo = sub.add_parser("demo", help="run on the bundled demo video with a bundled gallery; no camera, no broker")
+    demo.add_argument("--max-frames", type=int)
+
+    enroll = sub.add_parser("enroll", help="add a person from photos (exactly one face per photo)")
+    enroll.add_argument("name")
+    enroll.add_argument("images", nargs="+", type=Path)
+
+    identities = sub.add_parser("identities", help="list or forget enrolled people")
+    id_sub = identities.add_subparsers(dest="action", required=True)
+    id_list = id_sub.add_parser("list")
+    id_list.add_argument("--json", action="store_true")
+    forget = id_sub.add_parser("forget", help="erase a person's embeddings, sightings and queued events")
+    forget.add_argument("name")
+    for p in (id_list, forget):
+        _common(p)
+
+    analyze = sub.add_parser("analyze", help="detect, align, age, gender and identity on still images")
+    analyze.add_argument("images", nargs="+", type=Path)
+    analyze.add_argument("--json", action="store_true", help="one JSON object per image")
+
+    sub.add_parser("doctor", help="hardware, runtimes, chosen backends, camera and broker check")
+
+    models = sub.add_parser("models", help="shipped model files")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    for p in (models_sub.add_parser("list"), models_sub.add_parser("verify")):
+        _common(p)
+
+    for p in (run, demo, enroll, analyze, sub.choices["doctor"]):
+        _common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(level=cfg.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = COMMANDS[args.command]
+    try:
+        return handler(cfg, args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except ModelLoadError as exc:
+        print(f"model error: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    except StoreError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return 1
+    except ImageError as exc:
+        print(f"image error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+def _with(cfg: AppConfig, **changes) -> AppConfig:
+    """Config copy with dotted-section changes, re-validated."""
+    from .config import validate
+    data = cfg.model_dump()
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return validate(data)
+
+
+def cmd_run(cfg: AppConfig, args) -> int:
+    from .daemon import Daemon, print_event
+
+    if args.source:
+        cfg = _with(cfg, source=args.source)
+    daemon = Daemon(cfg, max_frames=args.max_frames, on_event=print_event if args.print_events else None)
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def cmd_demo(cfg: AppConfig, args) -> int:
+    """The bundled video, a temporary database enrolled from the bundled gallery photos, events on stdout."""
+    from .daemon import Daemon, print_event
+    from .models.loader import load_models
+    from .store import Store
+
+    explicit = {o.split("=", 1)[0] for o in args.overrides}
+    with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
+        changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture__pace": "every_frame",
+                   "store__path": str(Path(tmp) / "demo.db")}
+        if "mqtt.enabled" not in explicit:
+            changes["mqtt__enabled"] = False   # no broker needed; --set mqtt.enabled=true publishes too
+        cfg = _with(cfg, **{k: v for k, v in changes.items() if k.replace("__", ".") not in explicit})
+        models = load_models(cfg)
+        store = Store(cfg.store.path)
+        for photo in sorted((DEMO_DIR / "gallery").glob("*.jpg")):
+            _enroll(models, store, photo.stem, [photo])
+            print(f"demo: enrolled {photo.stem} from {photo.name}", file=sys.stderr)
+        daemon = Daemon(cfg, max_frames=args.max_frames, on_event=print_event, models=models, store=store)
+        daemon.install_signal_handlers()
+        code = daemon.run()
+        elapsed = max(1e-6, __import__("time").monotonic() - daemon.started)
+        print(f"demo: {daemon.pipeline.frames} frames in {elapsed:.1f} s ({daemon.pipeline.frames / elapsed:.1f} "
+              f"frames/s including start-up), {daemon.events_produced} events", file=sys.stderr)
+        store.close()
+        return code
+
+
+def _faces_in(models, path: Path):
+    from .pipeline import analyze_faces
+    image = load_image(path)
+    _, faces = analyze_faces(models, image)
+    return faces
+
+
+def _enroll(models, store, name: str, paths: list[Path]) -> int:
+    import numpy as np
+    vectors = []
+    for path in paths:
+        faces = _faces_in(models, path)
+        if len(faces) != 1:
+            what = "no face found" if not faces else f"{len(faces)} faces found"
+            raise ImageError(f"{path}: {what}; enrollment needs exactly one face per photo (nothing was saved)")
+        vectors.append(faces[0].embedding)
+    return store.enroll(name, np.stack(vectors), [str(p) for p in paths])
+
+
+def cmd_enroll(cfg: AppConfig, args) -> int:
+    from .models.loader import load_models
+    from .store import Store
+
+    name = args.name.strip()
+    if not name or len(name) > 100 or any(c in name for c in "/#+\n\r\0"):
+        raise ImageError(f"invalid name {args.name!r}: 1-100 characters, no '/', '#', '+' or newlines")
+    models = load_models(cfg)
+    # Every photo is checked before anything is written: all or nothing.
+    store = Store(cfg.store.path)
+    _enroll(models, store, name, args.images)
+    print(f"enrolled {name} from {len(args.images)} photo(s)")
+    return 0
+
+
+def cmd_identities(cfg: AppConfig, args) -> int:
+    from .store import Store
+
+    store = Store(cfg.store.path)
+    if args.action == "list":
+        rows = store.identities()
+        if args.json:
+            print(json.dumps(rows))
+        elif not rows:
+            print("no one is enrolled")
+        else:
+            for row in rows:
+                print(f"{row['name']}: {row['embeddings']} embedding(s), {row['sightings']} sighting(s)")
+        return 0
+    if not store.forget(args.name):
+        print(f"no enrolled person named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"forgot {args.name}: embeddings, sightings and queued events erased")
+    return 0
+
+
+def cmd_analyze(cfg: AppConfig, args) -> int:
+    from .identify import match_one
+    from .models.gender import gender_label
+    from .models.loader import load_models
+    from .store import Store
+
+    models = load_models(cfg)
+    gallery = Store(cfg.store.path).gallery() if cfg.store.path.exists() else None
+    status = 0
+    for path in args.images:
+        try:
+            faces = _faces_in(models, path)
+        except ImageError as exc:
+            print(f"image error: {exc}", file=sys.stderr)
+            status = EXIT_INPUT
+            continue
+        results = []
+        for face in faces:
+            label, confidence = gender_label(face.female_probability)
+            identity = None
+            if gallery is not None:
+                match = match_one(face.embedding, gallery, cfg.identity.threshold)
+                if match.name:
+                    identity = {"name": match.name, "similarity": round(match.similarity, 3)}
+            results.append({"box": list(face.box), "age": round(face.age, 1),
+                            "gender": {"label": label, "confidence": round(confidence, 3)},
+                            "identity": identity})
+        if args.json:
+            print(json.dumps({"image": str(path), "faces": results}))
+            continue
+        if not results:
+            print(f"{path}: no face found")
+        for i, r in enumerate(results, 1):
+            who = f"{r['identity']['name']} (similarity {r['identity']['similarity']:.2f})" if r["identity"] \
+                else "unknown"
+            print(f"{path} face {i}: box {r['box']}, age {r['age']:.0f}, {r['gender']['label']} "
+                  f"({r['gender']['confidence']:.0%}), {who}")
+    return status
+
+
+def cmd_doctor(cfg: AppConfig, args) -> int:
+    from .doctor import report
+    print(report(cfg))
+    return 0
+
+
+def cmd_models(cfg: AppConfig, args) -> int:
+    from .models.manifest import load_manifest, verify_all
+
+    if args.action == "list":
+        manifest = load_manifest(cfg.models.dir)
+        for name, entry in manifest["models"].items():
+            formats = ", ".join(f"{fmt}: {f['path']}" for fmt, f in entry["files"].items())
+            print(f"{name}: {entry['task']}; input {entry['input']['shape']}; {formats}; "
+                  f"source {entry['source']['package']} {entry['source']['version']}; licence {entry['licence']}")
+        return 0
+    bad = 0
+    for file, error in verify_all(cfg.models.dir):
+        print(f"{'OK  ' if error is None else 'FAIL'} {file.path}" + (f": {error}" if error else ""))
+        bad += error is not None
+    return EXIT_MODEL if bad else 0
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "enroll": cmd_enroll, "identities": cmd_identities,
+            "analyze": cmd_analyze, "doctor": cmd_doctor, "models": cmd_models}

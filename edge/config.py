@@ -1,0 +1,235 @@
+"""Typed configuration: YAML file + `--set key.path=value` overrides, validated at start-up.
+
+Every problem becomes one `ConfigError` line naming the key, e.g.
+`config error: detector.min_face: must be >= 8 (got 2)`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.yaml"
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+
+
+class ConfigError(ValueError):
+    """A config problem a person can act on; str() is the one line to print."""
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CaptureConfig(Section):
+    width: int = Field(640, ge=64, le=7680)
+    height: int = Field(480, ge=48, le=4320)
+    fps: float = Field(15, gt=0, le=240)
+    # realtime: a file plays at its own frame rate and late frames are dropped, like a camera.
+    # every_frame: every frame of a file is processed (tests, benchmarks, the demo).
+    pace: Literal["realtime", "every_frame"] = "realtime"
+    loop: bool = False
+    reopen_initial_s: float = Field(0.5, gt=0, le=60)
+    reopen_max_s: float = Field(30.0, gt=0, le=3600)
+
+
+class DetectorConfig(Section):
+    type: Literal["haar", "mtcnn"] = "haar"
+    detect_width: int = Field(640, ge=80, le=4096)
+    min_face: int = Field(40, ge=8, le=2000)
+    scale_factor: float = Field(1.1, gt=1.0, le=2.0)
+    min_neighbors: int = Field(5, ge=0, le=50)
+    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
+
+    @field_validator("mtcnn_thresholds")
+    @classmethod
+    def _probabilities(cls, value):
+        if not all(0.0 < v < 1.0 for v in value):
+            raise ValueError("each threshold must be between 0 and 1")
+        return value
+
+
+BackendKey = Literal["auto", "onnxruntime", "litert", "opencv"]
+
+
+class ModelsConfig(Section):
+    dir: Path = PROJECT_ROOT / "models"
+    backend: BackendKey = "auto"
+    # Per-model override of `backend`; null follows it.
+    age_backend: BackendKey | None = None
+    gender_backend: BackendKey | None = None
+    embedding_backend: BackendKey | None = None
+    detector_backend: BackendKey | None = None
+    threads: int = Field(0, ge=0, le=64)
+    onnx_providers: list[str] = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    verify_hashes: bool = True
+
+    @field_validator("dir", mode="after")
+    @classmethod
+    def _relative_to_project(cls, value: Path) -> Path:
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
+
+class TrackingConfig(Section):
+    iou_threshold: float = Field(0.25, gt=0, lt=1)
+    min_hits: int = Field(3, ge=1, le=100)
+    max_missed_s: float = Field(1.0, gt=0, le=60)
+    window: int = Field(10, ge=1, le=500)
+    min_frames: int = Field(5, ge=1, le=500)
+
+    @model_validator(mode="after")
+    def _window_holds_min_frames(self):
+        if self.min_frames > self.window:
+            raise ValueError(f"min_frames: must be <= tracking.window ({self.window}) (got {self.min_frames})")
+        return self
+
+
+class IdentityConfig(Section):
+    # L2 distance between 128-D dlib-ResNet embeddings; dlib's own same-person threshold.
+    threshold: float = Field(0.6, gt=0, le=2)
+    # Share of a track's per-frame matches that must agree with the averaged decision.
+    min_agreement: float = Field(0.6, gt=0, le=1)
+
+
+def default_store_path() -> Path:
+    """systemd's StateDirectory= when run as a service, else the user's XDG data folder."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0]) / "edge.db"
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "edge" / "edge.db"
+
+
+class StoreConfig(Section):
+    path: Path = Field(default_factory=default_store_path)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _default_when_null(cls, value):
+        return default_store_path() if value is None else Path(value).expanduser() if isinstance(value, str) else value
+    retention_days: int = Field(30, ge=1, le=3650)
+
+
+class MqttConfig(Section):
+    enabled: bool = True
+    host: str = Field("localhost", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("edge", min_length=1)
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+    qos: Literal[0, 1, 2] = 1
+
+    @field_validator("prefix")
+    @classmethod
+    def _topic_safe(cls, value: str) -> str:
+        if any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("must not contain '#' or '+' nor start or end with '/'")
+        return value
+
+    def resolved_password(self) -> str | None:
+        """Password from EDGE_MQTT_PASSWORD, then password_file, then the config value."""
+        if os.environ.get("EDGE_MQTT_PASSWORD"):
+            return os.environ["EDGE_MQTT_PASSWORD"]
+        if self.password_file:
+            return self.password_file.read_text().strip()
+        return self.password
+
+    def resolved_username(self) -> str | None:
+        return os.environ.get("EDGE_MQTT_USERNAME") or self.username
+
+
+class AppConfig(Section):
+    device: str = Field("edge", min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    camera: str = Field("camera", min_length=1)
+    # Device index ("0"), file path, rtsp:// URL, GStreamer pipeline (contains "!"), or "picamera2".
+    source: str = "0"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    capture: CaptureConfig = CaptureConfig()
+    detector: DetectorConfig = DetectorConfig()
+    models: ModelsConfig = ModelsConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    identity: IdentityConfig = IdentityConfig()
+    store: StoreConfig = StoreConfig()
+    mqtt: MqttConfig = MqttConfig()
+
+
+def _parse_scalar(text: str) -> Any:
+    """`--set` values are YAML scalars, so `true`, `1884` and `[1, 2]` get their natural types."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"config error: --set {assignment!r}: expected key.path=value")
+    key, _, value = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"config error: --set {assignment!r}: empty key")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config error: {'.'.join(parts[:i + 1])}: is not a section, cannot set {key}")
+        node = child
+    node[parts[-1]] = _parse_scalar(value)
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "extra_forbidden":
+        return f"config error: {key}: unknown key"
+    message = error["msg"].removeprefix("Value error, ")
+    if isinstance(given, (dict, list)):
+        # Cross-field checks name their own field first ("min_frames: must be ...").
+        return f"config error: {key}.{message}" if kind == "value_error" else f"config error: {key}: {message}"
+    return f"config error: {key}: {message} (got {given!r})"
+
+
+def validate(data: Any) -> AppConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: (top level): expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
+    """Read YAML (default config/default.yaml), apply `--set` overrides, validate."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config error: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config error: {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {path}: expected a mapping of keys at the top level")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return validate(data)

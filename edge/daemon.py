@@ -1,0 +1,115 @@
+"""Wires the stages: grabber thread -> pipeline -> store outbox -> MQTT publisher; signals; systemd notify."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Callable
+
+from .capture import LatestFrameGrabber, open_source
+from .config import AppConfig
+from .models.loader import LoadedModels, load_models
+from .notify import Notifier
+from .pipeline import Event, Pipeline
+from .publish import Publisher
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_S = 3600
+STATUS_EVERY_S = 5
+READY_WITHOUT_CAMERA_S = 20   # still report READY so systemd does not restart-loop on a missing camera
+
+
+class Daemon:
+    def __init__(self, cfg: AppConfig, max_frames: int | None = None,
+                 on_event: Callable[[dict], None] | None = None, models: LoadedModels | None = None,
+                 store: Store | None = None, stop_flush_s: float = 5.0):
+        self.cfg = cfg
+        self.max_frames = max_frames
+        self.on_event = on_event
+        self.stop_requested = threading.Event()
+        self.notifier = Notifier()
+        self.stop_flush_s = stop_flush_s
+        self.store = store or Store(cfg.store.path)
+        self.models = models or load_models(cfg)
+        self.pipeline = Pipeline(cfg, self.models, self.store.gallery)
+        self.publisher = Publisher(cfg.mqtt, cfg.device, self.store) if cfg.mqtt.enabled else None
+        self.events_produced = 0
+        self.started = time.monotonic()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            log.info("signal %s: finishing the current frame and stopping", signal.Signals(signum).name)
+            self.stop_requested.set()
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            # Outbox first, publish later: an event exists on disk before anyone may lose it.
+            self.store.record(self.publisher.events_topic if self.publisher else None, event.payload, event.sighting)
+            self.events_produced += 1
+            if self.on_event:
+                self.on_event(event.payload)
+
+    def run(self) -> int:
+        cfg = self.cfg
+        source = open_source(cfg.source, cfg.capture.width, cfg.capture.height, cfg.capture.fps)
+        grabber = LatestFrameGrabber(source, every_frame=cfg.capture.pace == "every_frame", loop=cfg.capture.loop,
+                                     reopen_initial_s=cfg.capture.reopen_initial_s,
+                                     reopen_max_s=cfg.capture.reopen_max_s,
+                                     realtime=cfg.capture.pace == "realtime").start()
+        if self.publisher:
+            self.publisher.start()
+        ready = False
+        last_status = last_purge = 0.0
+        last_frame_at = time.monotonic()
+        fps_window: list[float] = []
+        log.info("running on %s (%s detector)", source.description, cfg.detector.type)
+        try:
+            while not self.stop_requested.is_set():
+                frame = grabber.get(timeout=0.2)
+                now = time.monotonic()
+                if frame is not None:
+                    self._emit(self.pipeline.process(frame.image, frame.timestamp))
+                    last_frame_at = now
+                    fps_window = [t for t in fps_window if now - t < 5] + [now]
+                    # WATCHDOG only while frames flow: a frozen pipeline gets restarted by systemd.
+                    self.notifier.watchdog()
+                    if self.max_frames and self.pipeline.frames >= self.max_frames:
+                        break
+                elif grabber.finished.is_set():
+                    break
+                if not ready and (frame is not None or now - self.started > READY_WITHOUT_CAMERA_S):
+                    self.notifier.ready("processing frames" if frame is not None else "waiting for camera")
+                    ready = True
+                if self.publisher:
+                    self.publisher.pump()
+                if now - last_status > STATUS_EVERY_S:
+                    last_status = now
+                    fps = len(fps_window) / 5.0
+                    self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker.tracks)} faces, "
+                                         f"outbox {self.store.outbox_depth() if self.publisher else 0}")
+                if now - last_purge > PURGE_EVERY_S:
+                    last_purge = now
+                    self.store.purge_sightings(cfg.store.retention_days)
+        finally:
+            self.notifier.stopping()
+            grabber.stop()
+            self._emit(self.pipeline.close())
+            if self.publisher:
+                if not self.publisher.flush(self.stop_flush_s):
+                    log.warning("%d events still in the outbox; they are sent on the next start",
+                                self.store.outbox_depth())
+                self.publisher.stop()
+        return 0
+
+
+def print_event(payload: dict) -> None:
+    sys.stdout.write(json.dumps(payload, separators=(",", ":")) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,55 @@
+"""OpenCV Haar cascade face detector (BSD cascade shipped in opencv-python 4.x as cv2.data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..backends import ModelLoadError
+from ..face import Face
+
+CASCADE_NAME = "haarcascade_frontalface_default.xml"
+
+
+def cascade_path() -> Path:
+    data = getattr(cv2, "data", None)
+    if data is None or not hasattr(cv2, "CascadeClassifier"):
+        # opencv-python 5.x dropped both; the package pins opencv-python-headless<5.
+        raise ModelLoadError("this OpenCV build has no Haar cascades (OpenCV 5?): install opencv-python-headless<5")
+    return Path(data.haarcascades) / CASCADE_NAME
+
+
+class HaarDetector:
+    gives_landmarks = False
+
+    def __init__(self, detect_width: int = 640, min_face: int = 40, scale_factor: float = 1.1,
+                 min_neighbors: int = 5, path: Path | None = None):
+        path = path or cascade_path()
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise ModelLoadError(f"cannot load Haar cascade {path}")
+        self.detect_width = detect_width
+        self.min_face = min_face
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+
+    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+        """Faces in full-resolution pixel boxes, left to right. Detection runs on a frame
+        scaled to `detect_width`: the cascade's cost grows with pixels, not with faces."""
+        height, width = image_rgb.shape[:2]
+        scale = min(1.0, self.detect_width / width)
+        grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
+        if scale < 1.0:
+            grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        grey = cv2.equalizeHist(grey)
+        min_side = max(8, round(self.min_face * scale))
+        boxes, _, weights = self.cascade.detectMultiScale3(
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(min_side, min_side), outputRejectLevels=True)
+        faces = []
+        for (x, y, w, h), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1)):
+            box = tuple(int(round(v / scale)) for v in (x, y, w, h))
+            faces.append(Face(box=box, score=float(weight)))
+        return sorted(faces, key=lambda f: f.box[0])

@@ -1,0 +1,30 @@
+"""Identity embedding: dlib's ResNet (CC0) converted to ONNX/TFLite, 150 px chip -> 128-D.
+
+Distances are plain L2 between raw descriptors, as dlib defines them (same person < 0.6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..align import extract_chips
+from ..backends import Backend, run_batched
+from . import dlib_normalize
+
+
+class EmbeddingModel:
+    name = "embedding"
+    chip_size = 150
+    chip_padding = 0.25
+    dimensions = 128
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def predict_chips(self, chips_rgb: np.ndarray) -> np.ndarray:
+        if len(chips_rgb) == 0:
+            return np.zeros((0, self.dimensions), np.float32)
+        return run_batched(self.backend, dlib_normalize(chips_rgb))[0].astype(np.float32)
+
+    def predict(self, image_rgb: np.ndarray, landmarks_list) -> np.ndarray:
+        return self.predict_chips(extract_chips(image_rgb, landmarks_list, self.chip_size, self.chip_padding))

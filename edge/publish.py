@@ -1,0 +1,140 @@
+"""MQTT (paho-mqtt 2.x): connection, availability, and delivery of the SQLite outbox.
+
+At-least-once: an event stays in the outbox until the broker acknowledges it (PUBACK for
+QoS 1). paho's network thread only sets flags and queues acknowledgements; every database
+access happens in the caller's thread through `pump()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from .config import MqttConfig
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, cfg: MqttConfig, device: str, store: Store, max_in_flight: int = 50):
+        self.cfg = cfg
+        self.store = store
+        self.max_in_flight = max_in_flight
+        self.events_topic = f"{cfg.prefix}/events"
+        self.status_topic = f"{cfg.prefix}/status"
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        self.delivered_count = 0
+        self._acks: queue.Queue[int] = queue.Queue()
+        self._in_flight: dict[int, int] = {}       # paho message id -> outbox row id
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=cfg.client_id or f"edge-{device}", clean_session=True)
+        username = cfg.resolved_username()
+        if username:
+            self.client.username_pw_set(username, cfg.resolved_password())
+        if cfg.tls:
+            # Server verification is always on; a client certificate only when configured.
+            self.client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                                certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                                keyfile=str(cfg.key_file) if cfg.key_file else None,
+                                cert_reqs=ssl.CERT_REQUIRED)
+        # The broker announces "offline" for us if we vanish without a goodbye.
+        self.client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+
+    # --- paho callbacks (network thread) ---------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            message = f"MQTT broker {self.cfg.host}:{self.cfg.port} refused the connection: {reason_code}"
+            if message != self.last_error:     # once per cause, not per retry
+                log.error("%s; events are kept in the outbox", message)
+            self.last_error = message
+            return
+        if self.last_error:
+            log.warning("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
+        self.last_error = None
+        client.publish(self.status_topic, "online", qos=1, retain=True)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        if self.connected.is_set():
+            log.warning("MQTT disconnected (%s); events are kept in the outbox until it is back", reason_code)
+        self.connected.clear()
+        with self._lock:
+            # Unacknowledged events are sent again after reconnecting (duplicates, never losses).
+            self._in_flight.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        self._acks.put(mid)
+
+    # --- caller's thread ------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        except (OSError, ValueError) as exc:
+            log.error("MQTT: cannot connect to %s:%s: %s", self.cfg.host, self.cfg.port, exc)
+        self.client.loop_start()
+
+    def pump(self) -> int:
+        """Drop acknowledged events from the outbox and send pending ones; returns events sent."""
+        acked = []
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                row = self._in_flight.pop(mid, None)
+            if row is not None:
+                acked.append(row)
+        if acked:
+            self.store.delivered(acked)
+            self.delivered_count += len(acked)
+        if not self.connected.is_set():
+            return 0
+        with self._lock:
+            room = self.max_in_flight - len(self._in_flight)
+            busy = set(self._in_flight.values())
+        sent = 0
+        if room > 0:
+            for event in self.store.pending(limit=room, exclude=busy):
+                info = self.client.publish(event.topic, event.payload, qos=self.cfg.qos)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                with self._lock:
+                    self._in_flight[info.mid] = event.id
+                if self.cfg.qos == 0:
+                    self._acks.put(info.mid)
+                sent += 1
+        return sent
+
+    def flush(self, timeout_s: float) -> bool:
+        """Deliver the outbox for up to `timeout_s`; True when it is empty."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.pump()
+            if self.store.outbox_depth() == 0:
+                return True
+            time.sleep(0.05)
+        self.pump()
+        return self.store.outbox_depth() == 0
+
+    def stop(self) -> None:
+        if self.connected.is_set():
+            info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,203 @@
+"""SQLite store (sqlite-utils): identities, embeddings, sightings, the event outbox, migrations.
+
+One Store per thread. WAL mode lets a reader (e.g. `edge identities list`) run beside the daemon.
+Files are created owner-only: embeddings are biometric data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or written (read-only, disk full, corrupt)."""
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["identities"].create({"id": int, "name": str, "created_at": float}, pk="id", not_null={"name"})
+    db["identities"].create_index(["name"], unique=True)
+    db["embeddings"].create({"id": int, "identity_id": int, "vector": bytes, "source": str, "created_at": float},
+                            pk="id", foreign_keys=[("identity_id", "identities", "id")])
+    db["embeddings"].create_index(["identity_id"])
+    db["sightings"].create({"id": int, "track": str, "camera": str, "identity_id": int, "first_seen": float,
+                            "last_seen": float, "age": float, "gender": str, "gender_confidence": float,
+                            "frames": int}, pk="id", foreign_keys=[("identity_id", "identities", "id")])
+    db["sightings"].create_index(["track"], unique=True)
+    db["sightings"].create_index(["last_seen"])
+    db["outbox"].create({"id": int, "event_id": str, "topic": str, "payload": str, "identity_id": int,
+                         "created_at": float}, pk="id")
+    db["outbox"].create_index(["event_id"], unique=True)
+
+
+# Append-only: migration N brings a database from version N-1 to N.
+MIGRATIONS = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Every enrolled embedding as one matrix, for vectorised matching."""
+    names: np.ndarray     # (N,) object, the identity name of each row
+    vectors: np.ndarray   # (N, D) float32
+
+    @staticmethod
+    def empty(dimensions: int = 128) -> "Gallery":
+        return Gallery(np.array([], dtype=object), np.zeros((0, dimensions), np.float32))
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    id: int
+    event_id: str
+    topic: str
+    payload: str
+
+
+class Store:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            connection = sqlite3.connect(str(self.path), timeout=10, isolation_level=None)
+            self.db = sqlite_utils.Database(connection)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL keeps the database consistent across power loss; a cut may lose
+            # the last transaction only, and the outbox is written before publishing anyway.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot create database {self.path}: {exc.strerror}") from None
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            if side.exists():
+                os.chmod(side, 0o600)
+        self._gallery: Gallery | None = None
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"database {self.path} has schema {version}, newer than this program ({SCHEMA_VERSION})")
+        for number in range(version, SCHEMA_VERSION):
+            with self.db.conn:
+                self.db.execute("BEGIN IMMEDIATE")
+                MIGRATIONS[number](self.db)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _write(self, fn, *args):
+        """Run fn in one transaction; map SQLite failures (disk full, read-only) to StoreError."""
+        try:
+            with self.db.conn:
+                self.db.execute("BEGIN IMMEDIATE")
+                return fn(*args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write database {self.path}: {exc}") from None
+
+    # --- identities -----------------------------------------------------------------
+    def enroll(self, name: str, vectors: np.ndarray, sources: list[str]) -> int:
+        """Add embeddings for `name` (creating the identity) in one transaction."""
+        def write():
+            row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
+            identity_id = row[0] if row else self.db["identities"].insert(
+                {"name": name, "created_at": time.time()}).last_pk
+            self.db["embeddings"].insert_all(
+                {"identity_id": identity_id, "vector": np.asarray(v, np.float32).tobytes(), "source": s,
+                 "created_at": time.time()} for v, s in zip(vectors, sources))
+            return identity_id
+        identity_id = self._write(write)
+        self._gallery = None
+        return identity_id
+
+    def identities(self) -> list[dict]:
+        return list(self.db.query(
+            "SELECT i.name, i.created_at, COUNT(DISTINCT e.id) AS embeddings, "
+            "(SELECT COUNT(*) FROM sightings s WHERE s.identity_id = i.id) AS sightings, "
+            "(SELECT MAX(last_seen) FROM sightings s WHERE s.identity_id = i.id) AS last_seen "
+            "FROM identities i LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name"))
+
+    def identity_id(self, name: str) -> int | None:
+        row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
+        return row[0] if row else None
+
+    def forget(self, name: str) -> bool:
+        """Erase a person: embeddings, sightings, outbox events naming them, then VACUUM the bytes away."""
+        identity_id = self.identity_id(name)
+        if identity_id is None:
+            return False
+
+        def write():
+            for table in ("embeddings", "sightings", "outbox"):
+                self.db.execute(f"DELETE FROM {table} WHERE identity_id = ?", [identity_id])
+            self.db.execute("DELETE FROM identities WHERE id = ?", [identity_id])
+        self._write(write)
+        # Deleted rows linger in free pages and the WAL until rewritten.
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._gallery = None
+        return True
+
+    def gallery(self) -> Gallery:
+        if self._gallery is None:
+            rows = self.db.execute(
+                "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id").fetchall()
+            if rows:
+                self._gallery = Gallery(np.array([r[0] for r in rows], dtype=object),
+                                        np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
+            else:
+                self._gallery = Gallery.empty()
+        return self._gallery
+
+    # --- sightings and the outbox ------------------------------------------------------
+    def record(self, topic: str | None, event: dict, sighting: dict | None) -> None:
+        """Write an event to the outbox (unless topic is None: MQTT off) and update its
+        track's sighting, atomically."""
+        identity = event.get("identity")
+        identity_id = self.identity_id(identity["name"]) if identity else None
+
+        def write():
+            if topic is not None:
+                self.db["outbox"].insert({"event_id": event["event_id"], "topic": topic,
+                                          "payload": json.dumps(event, separators=(",", ":")),
+                                          "identity_id": identity_id, "created_at": time.time()})
+            if sighting is not None:
+                self.db["sightings"].upsert(dict(sighting, identity_id=identity_id), pk="track",
+                                            alter=False)
+        self._write(write)
+
+    def pending(self, limit: int = 100, exclude: set[int] = frozenset()) -> list[OutboxEvent]:
+        rows = self.db.execute("SELECT id, event_id, topic, payload FROM outbox ORDER BY id LIMIT ?",
+                               [limit + len(exclude)]).fetchall()
+        return [OutboxEvent(*r) for r in rows if r[0] not in exclude][:limit]
+
+    def delivered(self, outbox_ids: list[int]) -> None:
+        if outbox_ids:
+            self._write(lambda: self.db.execute(
+                f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(outbox_ids))})", outbox_ids))
+
+    def outbox_depth(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def purge_sightings(self, retention_days: int, now: float | None = None) -> int:
+        cutoff = (now or time.time()) - retention_days * 86400
+        return self._write(lambda: self.db.execute(
+            "DELETE FROM sightings WHERE last_seen < ?", [cutoff]).rowcount)
+
+    def close(self) -> None:
+        self.db.conn.close()

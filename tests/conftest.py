@@ -1,0 +1,157 @@
+"""Shared fixtures: a real Mosquitto broker on a loopback port, an MQTT subscriber, paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+DEMO_VIDEO = ROOT / "edge" / "demo" / "demo.mp4"
+DEMO_GALLERY = ROOT / "edge" / "demo" / "gallery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Broker:
+    """A real mosquitto process; stop() and start() again on the same port (persistence on)."""
+
+    def __init__(self, workdir: Path, extra_conf: str = ""):
+        self.port = free_port()
+        self.workdir = workdir
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {workdir}/\n"
+            "autosave_interval 1\n"
+            f"log_dest file {workdir}/mosquitto.log\n" + extra_conf)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Broker":
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def broker(tmp_path):
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run does it)")
+    b = Broker(tmp_path).start()
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    """A real MQTT client that records every message; persistent session so a broker restart loses nothing."""
+
+    def __init__(self, port: int, topic: str = "#", client_id: str = "test-subscriber"):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.topic = topic
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.topic, qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "subscriber could not subscribe"
+
+    def _on_message(self, client, userdata, message):
+        with self.lock:
+            self.messages.append((message.topic, message.payload, message.retain))
+
+    def events(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith("/events")]
+
+    def payloads(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.1)
+        return predicate(self)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscriber_factory():
+    made = []
+
+    def make(port: int, **kwargs) -> Subscriber:
+        s = Subscriber(port, **kwargs)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared datasets not found at {SHARED} (real photos are not shipped with the project)")
+    return SHARED
+
+
+def edge_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge", *args]
+
+
+def run_edge(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(edge_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def enrolled_db(tmp_path_factory) -> Path:
+    """A database with the demo gallery enrolled through the real `edge enroll` command."""
+    db = tmp_path_factory.mktemp("db") / "edge.db"
+    for photo in sorted(DEMO_GALLERY.glob("*.jpg")):
+        result = run_edge("enroll", photo.stem, str(photo), "--set", f"store.path={db}")
+        assert result.returncode == 0, result.stderr
+    return db
