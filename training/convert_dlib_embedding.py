@@ -549,7 +549,7 @@ def export_onnx(model, path: Path) -> None:
         )
     import onnx
 
-    m = onnx.load(str(path))
+    m = fold_constant_subgraphs(onnx.load(str(path)))
     onnx.checker.check_model(m)
     m.doc_string = (
         "dlib_face_recognition_resnet_model_v1 (dlib, CC0-1.0) converted by training/convert_dlib_embedding.py. "
@@ -558,6 +558,46 @@ def export_onnx(model, path: Path) -> None:
         "Euclidean distance < 0.6."
     )
     onnx.save(m, str(path))
+
+
+def fold_constant_subgraphs(model):
+    """Replace every node computed only from constants by an initializer.
+
+    The TorchScript exporter writes each ``F.pad`` as Pad fed by a Constant/Reshape/Slice/Transpose/Cast chain
+    that computes the (constant) pad amounts and does not fold it (negative-step Slice). Evaluating those chains
+    once with the ONNX reference evaluator leaves a plain graph (Conv, Relu, Add, Pad, pools, Flatten, MatMul)
+    that every runtime handles the same way.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    known = {init.name for init in g.initializer}
+    const_nodes, const_outputs = [], set()
+    for node in g.node:  # graph nodes are topologically sorted
+        if all((not i) or i in known or i in const_outputs for i in node.input):
+            const_nodes.append(node)
+            const_outputs.update(node.output)
+    if not const_nodes:
+        return model
+    live = [n for n in g.node if n not in const_nodes]
+    needed = sorted({i for n in live for i in n.input if i in const_outputs}
+                    | {o.name for o in g.output if o.name in const_outputs})
+    sub = helper.make_model(
+        helper.make_graph(const_nodes, "consts", [], [helper.make_tensor_value_info(n, 0, None) for n in needed],
+                          list(g.initializer)),
+        opset_imports=model.opset_import,
+    )
+    values = ReferenceEvaluator(sub).run(None, {})
+    del g.node[:]
+    g.node.extend(live)
+    g.initializer.extend(numpy_helper.from_array(np.asarray(v), name) for name, v in zip(needed, values))
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    kept = [init for init in g.initializer if init.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return onnx.shape_inference.infer_shapes(model)
 
 
 def export_tflite_here(dat_path: Path, out: Path) -> None:
@@ -620,12 +660,10 @@ def list_people_photos(people_dir: Path) -> list[tuple[str, str]]:
     if labels.exists():
         with labels.open(newline="") as f:
             for row in csv.DictReader(f):
-                faces = row.get("faces") or row.get("number_of_faces") or row.get("n_faces") or "1"
-                try:
-                    n = int(faces)
-                except ValueError:
-                    n = 1
-                if n == 1 and (people_dir / row["file"]).exists():
+                # Only rows that say exactly one face: group photos and the video are not single-face photos.
+                if (row.get("faces") or "").strip() != "1":
+                    continue
+                if Path(row["file"]).suffix.lower() in IMAGE_EXTS and (people_dir / row["file"]).exists():
                     out.append((row["file"], row["person"]))
     else:
         for p in sorted(people_dir.iterdir()):
@@ -790,6 +828,15 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "when the Euclidean distance is < 0.6.",
         "- ONNX: opset 17, dynamic batch. TFLite: batch fixed to 1.",
         "",
+        "## Conversion notes",
+        "- Each `affine` (dlib's inference batch-norm) is folded into the `con` before it.",
+        "- dlib's `add_prev` adds tensors of different shapes: the output takes the larger size on every axis and "
+        "each operand is zero-filled in its trailing channels, rows and columns (top-left origin kept). It "
+        "matters here: in the 128->256 and 256->256 down-sampling blocks the conv branch is 3x3 / 1x1 while the "
+        "avg-pooled shortcut is 4x4 / 2x2, and the shortcut has half the channels in the first three. The final "
+        "global average therefore runs over a 2x2 map whose conv contribution is only in the top-left cell. "
+        "The agreement below (< 1e-6) confirms this reading.",
+        "",
         "## Outputs",
     ]
     for name, info in outs.items():
@@ -874,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         "source": {"package": SOURCE_PACKAGE, "file": DAT_FILE_NAME, "sha256": sha256(dat),
                    "bytes": dat.stat().st_size, "license": "CC0-1.0"},
         "input": {"name": "images", "shape": ["N", 3, CHIP_SIZE, CHIP_SIZE], "layout": "NCHW RGB float32",
-                  "mean_rgb": list(net.mean_rgb), "scale": "1/256", "normalised_by": "caller",
+                  "mean_rgb": [round(m, 4) for m in net.mean_rgb], "scale": "1/256", "normalised_by": "caller",
                   "chip": {"size": CHIP_SIZE, "padding": CHIP_PADDING, "landmarks": "dlib 5-point"}},
         "output": {"name": "embedding", "shape": ["N", 128], "l2_normalised": False,
                    "same_person_threshold_l2": SAME_PERSON_THRESHOLD},

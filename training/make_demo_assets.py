@@ -112,19 +112,22 @@ def make_cutout(name: str, image: np.ndarray, face: tuple[int, int, int, int],
     ch, cw = crop.shape[:2]
     fcx, fcy = cx - x0, cy - y0
 
-    # Soft bust: an ellipse around the head and shoulders whose lower half runs past the
-    # crop, blurred so there is no hard edge; the bottom rows fade out as well.
+    # Soft bust: an ellipse around the head joined to a wider ellipse for the shoulders
+    # (running past the bottom of the crop), blurred so there is no hard edge; the bottom
+    # rows fade out as well.
     mask = np.zeros((ch, cw), np.float32)
-    centre = (int(round(fcx)), int(round(fcy + 0.9 * h)))
-    axes = (int(round(min(fcx, cw - fcx) * 0.97)), int(round(fcy + 0.9 * h - 0.05 * h)))
-    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1)
-    cv2.rectangle(mask, (int(round(fcx - axes[0] * 0.93)), centre[1]),
-                  (int(round(fcx + axes[0] * 0.93)), ch), 1.0, -1)
-    k = int(max(3, round(0.18 * w)) | 1)
-    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=0.12 * w)
-    fade = np.clip((ch - 1 - np.arange(ch, dtype=np.float32)) / (0.35 * h), 0, 1)
-    mask *= fade[:, None]
-    del k
+    half = min(fcx, cw - fcx)
+    cv2.ellipse(mask, (int(round(fcx)), int(round(fcy - 0.12 * h))),
+                (int(round(min(half, 0.95 * w))), int(round(1.05 * h))), 0, 0, 360, 1.0, -1)
+    cv2.ellipse(mask, (int(round(fcx)), int(round(fcy + 2.3 * h))),
+                (int(round(half * 0.97)), int(round(1.75 * h))), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=0.10 * w)
+    # no hard edge where the mask meets the border of the crop (or of the source photo)
+    rows = np.arange(ch, dtype=np.float32)
+    cols = np.arange(cw, dtype=np.float32)
+    fade_y = np.clip((ch - 1 - rows) / (0.35 * h), 0, 1) * np.clip(rows / (0.12 * h), 0, 1)
+    fade_x = np.clip(np.minimum(cols, cw - 1 - cols) / (0.12 * w), 0, 1)
+    mask *= fade_y[:, None] * fade_x[None, :]
     return Cutout(name, crop, mask, (fcx, fcy), float(w), FACE_PX / w)
 
 
