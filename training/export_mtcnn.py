@@ -11,7 +11,8 @@ Tensor contract of every exported net (the same as facenet_pytorch.models.utils.
          imgs.permute(0, 3, 1, 2) from NHWC). The (N, C, W, H) order that appears in the source is *inside*
          R-Net and O-Net: `x.permute(0, 3, 2, 1)` before the first dense layer, to match the weight order
          of the original Caffe model. It is part of the exported graph; callers never transpose.
-  P-Net  12 x 12 receptive field, stride 2, any H/W >= 12 -> (reg N x 4 x H' x W', prob N x 2 x H' x W')
+  P-Net  12 x 12 receptive field, stride 2, any H/W >= 12 (TFLite: even H/W only, odd silently drops a
+         row/column) -> (reg N x 4 x H' x W', prob N x 2 x H' x W')
   R-Net  24 x 24 -> (reg N x 4, prob N x 2)
   O-Net  48 x 48 -> (reg N x 4, landmarks N x 10, prob N x 2)
   prob[:, 1] is the face probability; reg is (dx1, dy1, dx2, dy2) as fractions of box width/height;
@@ -153,16 +154,10 @@ def export_tflite(out_dir: Path) -> None:
         size = INPUT_SIZE.get(name, 48)
         # Batch 1 is fixed in the file; P-Net is resized at run time with resize_tensor_input (even H/W only).
         sample = (torch.zeros(1, 3, size, size),)
-        if name == "pnet":
-            dims = {"x": {2: 2 * torch.export.Dim("half_h", min=6, max=2048),
-                          3: 2 * torch.export.Dim("half_w", min=6, max=2048)}}
-            try:
-                model = converter.convert(net, sample, dynamic_shapes=dims)
-            except Exception as exc:  # the converter version may not take dynamic shapes; LiteRT resizes anyway
-                print(f"pnet: dynamic-shape conversion failed ({type(exc).__name__}: {exc}); converting static")
-                model = converter.convert(net, sample)
-        else:
-            model = converter.convert(net, sample)
+        # A dynamic-shape P-Net (torch.export.Dim) converts, but XNNPACK then fails to prepare it; the static
+        # file resizes fine with resize_tensor_input as long as H and W are even (ceil-mode pooling is
+        # lowered to a fixed pad that only matches an even conv1 output).
+        model = converter.convert(net, sample)
         path = out_dir / f"mtcnn_{name}.tflite"
         model.export(str(path))
         ref = [t.detach().numpy() for t in net(*sample)]

@@ -80,22 +80,33 @@ class MtcnnDetector:
 
 def onet_landmarks(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], onet: Backend,
                    enlarge: float = 1.0, passes: int = 2) -> np.ndarray:
-    """5 landmarks (N, 5, 2) for faces boxed by another detector (e.g. Haar), from O-Net alone.
+    """5 landmarks (N, 5, 2) for faces boxed by another detector (e.g. Haar); see `onet_refine`."""
+    return onet_refine(rgb, boxes, onet, enlarge, passes)[0]
+
+
+def onet_refine(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], onet: Backend,
+                enlarge: float = 1.0, passes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """5 landmarks (N, 5, 2) and O-Net's face probability (N,) for boxes from another detector.
+
+    The probability lets a Haar box on wall texture be rejected: O-Net scores real faces > 0.99.
 
     The box is squared (as R-Net leaves it) and scaled by `enlarge`; each extra pass re-centres it with
     O-Net's own box regression, so a box from a detector with a different framing converges to MTCNN's.
+    Haar frontal-face boxes are already ~1.24x MTCNN's final box, about what O-Net is fed after R-Net, so
+    no enlarging is needed: on 83 LFW/people faces, enlarge 1.0 with 2 passes put the points within 4.2%
+    of the eye distance of the full cascade's (1 pass 4.4%, enlarge 1.2 4.3%).
     """
     if not len(boxes):
-        return np.zeros((0, 5, 2), np.float32)
+        return np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
     b = np.array([[x + 1, y + 1, x + w, y + h, 1.0] for x, y, w, h in boxes], dtype=np.float64)
     cx, cy, half = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, (b[:, 2] - b[:, 0]) * enlarge / 2
     b[:, 0], b[:, 2], b[:, 1], b[:, 3] = cx - half, cx + half, cy - half, cy + half
     b = _square(b)
-    for i in range(passes):
-        reg, marks, _prob = _outputs(onet, _crops(rgb, b, 48))
+    for _ in range(passes):
+        reg, marks, prob = _outputs(onet, _crops(rgb, b, 48))
         points = _decode_landmarks(b, marks)
         b = _square(_regress(b, reg))
-    return points.astype(np.float32)
+    return points.astype(np.float32), prob[:, 1].astype(np.float32)
 
 
 def _outputs(backend: Backend, batch: np.ndarray) -> list[np.ndarray]:
