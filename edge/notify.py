@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 
 class Notifier:
@@ -17,6 +18,15 @@ class Notifier:
             # A leading "@" names a socket in the abstract namespace.
             self.address = "\0" + address[1:] if address.startswith("@") else address
         self.watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        # systemd sets WATCHDOG_PID; a child that inherited the variables must not ping for its parent.
+        watchdog_pid = os.environ.get("WATCHDOG_PID")
+        if watchdog_pid and watchdog_pid != str(os.getpid()):
+            self.watchdog_usec = 0
+        # Ping at a quarter of WatchdogSec= (sd_watchdog_enabled(3) asks for at least half) so one slow
+        # frame never costs a restart; without WatchdogSec= once a second is plenty and costs nothing.
+        self.watchdog_interval_s = self.watchdog_usec / 4e6 if self.watchdog_usec else 1.0
+        self._last_watchdog = float("-inf")
+        self._socket: socket.socket | None = None
 
     @property
     def enabled(self) -> bool:
@@ -25,17 +35,23 @@ class Notifier:
     def send(self, *fields: str) -> bool:
         if not self.address:
             return False
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            try:
-                sock.sendto("\n".join(fields).encode(), self.address)
-            except OSError:
-                return False
+        if self._socket is None:
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self._socket.sendto("\n".join(fields).encode(), self.address)
+        except OSError:
+            return False   # systemd gone (shutdown) or not listening: nothing useful to do about it
         return True
 
     def ready(self, status: str = "") -> bool:
         return self.send("READY=1", *([f"STATUS={status}"] if status else []))
 
     def watchdog(self) -> bool:
+        """Rate-limited keep-alive; call it whenever the daemon has proven it is making progress."""
+        now = time.monotonic()
+        if now - self._last_watchdog < self.watchdog_interval_s:
+            return False
+        self._last_watchdog = now
         return self.send("WATCHDOG=1")
 
     def status(self, text: str) -> bool:
@@ -43,3 +59,8 @@ class Notifier:
 
     def stopping(self) -> bool:
         return self.send("STOPPING=1")
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

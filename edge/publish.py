@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import queue
 import ssl
+import sys
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 
-from .config import MqttConfig
+from .config import ConfigError, MqttConfig
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -38,18 +39,28 @@ class Publisher:
                                   client_id=cfg.client_id or f"edge-{device}", clean_session=True)
         username = cfg.resolved_username()
         if username:
-            self.client.username_pw_set(username, cfg.resolved_password())
+            try:
+                password = cfg.resolved_password()
+            except OSError as exc:
+                raise ConfigError(f"config error: mqtt.password_file: cannot read {cfg.password_file}: "
+                                  f"{exc.strerror}") from None
+            self.client.username_pw_set(username, password)
         if cfg.tls:
             # Server verification is always on; a client certificate only when configured.
-            self.client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                                certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                                keyfile=str(cfg.key_file) if cfg.key_file else None,
-                                cert_reqs=ssl.CERT_REQUIRED)
+            try:
+                self.client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                                    certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                                    keyfile=str(cfg.key_file) if cfg.key_file else None,
+                                    cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"config error: mqtt.ca_file/cert_file/key_file: cannot load TLS files: "
+                                  f"{getattr(exc, 'strerror', None) or exc}") from None
         # The broker announces "offline" for us if we vanish without a goodbye.
         self.client.will_set(self.status_topic, "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_publish = self._on_publish
 
     # --- paho callbacks (network thread) ---------------------------------------------
@@ -65,6 +76,21 @@ class Publisher:
         self.last_error = None
         client.publish(self.status_topic, "online", qos=1, retain=True)
         self.connected.set()
+
+    def _on_connect_fail(self, client, userdata):
+        # paho calls this inside its `except OSError:` block and drops the exception, so the
+        # cause (refused, unreachable, TLS verification) is only reachable through sys.exc_info().
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            cause = f"TLS certificate verification failed ({exc.verify_message}); check mqtt.ca_file"
+        elif isinstance(exc, ssl.SSLError):
+            cause = f"TLS handshake failed ({exc.reason or exc})"
+        else:
+            cause = getattr(exc, "strerror", None) or str(exc) or "connection failed"
+        message = f"MQTT broker {self.cfg.host}:{self.cfg.port} unreachable: {cause}"
+        if message != self.last_error:
+            log.error("%s; events are kept in the outbox", message)
+        self.last_error = message
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         if self.connected.is_set():

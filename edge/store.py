@@ -61,6 +61,18 @@ class OutboxEvent:
     payload: str
 
 
+def _why_not_writable(path: Path) -> str:
+    """SQLite only says "unable to open database file"; name the usual cause so a person can act on it."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return " (the file system is mounted read-only)"
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            return f" (not writable by uid {os.getuid()})"
+    except OSError:
+        pass
+    return ""
+
+
 class Store:
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -77,7 +89,7 @@ class Store:
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+            raise StoreError(f"cannot open database {self.path}: {exc}{_why_not_writable(self.path)}") from None
         except OSError as exc:
             raise StoreError(f"cannot create database {self.path}: {exc.strerror}") from None
         for suffix in ("-wal", "-shm"):

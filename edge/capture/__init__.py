@@ -71,6 +71,10 @@ class LatestFrameGrabber:
         self.connected = False
         self.outages = 0
         self.reopened_after_s: list[float] = []
+        # Liveness for the systemd watchdog: a driver call that hangs (V4L2, a stalled stream) stops
+        # progress_at; waiting out a reopen backoff is progress too (the daemon is doing its job).
+        self.progress_at = time.monotonic()
+        self.backing_off = False
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def start(self) -> "LatestFrameGrabber":
@@ -82,6 +86,10 @@ class LatestFrameGrabber:
         with self._condition:
             self._condition.notify_all()
         self._thread.join(timeout=5)
+
+    def alive(self, stall_s: float) -> bool:
+        """False when the capture thread has been stuck inside the source for more than `stall_s`."""
+        return self._thread.is_alive() and (self.backing_off or time.monotonic() - self.progress_at < stall_s)
 
     def get(self, timeout: float = 0.5) -> Frame | None:
         with self._condition:
@@ -97,6 +105,7 @@ class LatestFrameGrabber:
                 while self._frame is not None and not self._stop.is_set():
                     self._condition.wait(0.1)
             self._count += 1
+            self.progress_at = time.monotonic()
             self._frame = Frame(self._count, timestamp, image)
             self._condition.notify_all()
 
@@ -111,7 +120,10 @@ class LatestFrameGrabber:
                     outage_started = time.monotonic()
                     self.outages += 1
                     log.warning("camera %s unavailable: %s; retrying with backoff", self.source.description, exc)
+                self.backing_off = True
                 self._stop.wait(delay)
+                self.backing_off = False
+                self.progress_at = time.monotonic()
                 delay = min(delay * 2, self.reopen_max_s)
                 continue
             if outage_started is not None:
@@ -120,6 +132,7 @@ class LatestFrameGrabber:
                             self.reopened_after_s[-1])
                 outage_started = None
             self.connected = True
+            self.progress_at = time.monotonic()
             delay = self.reopen_initial_s
             started = time.monotonic()
             first_ts: float | None = None

@@ -10,6 +10,8 @@ import numpy as np
 
 from . import SourceError
 
+MAX_BAD_READS = 25   # consecutive failed or corrupt reads before a live source counts as lost
+
 
 def classify(spec: str) -> str:
     spec = spec.strip()
@@ -68,13 +70,16 @@ class OpenCvSource:
             return None
         while True:
             ok, image = self.capture.read()
-            if not ok or image is None:
-                return None
-            if image.ndim == 3 and image.shape[2] == 3 and image.size:
+            if ok and image is not None and image.ndim == 3 and image.shape[2] == 3 and image.size:
+                self._bad_frames = 0
                 break
-            # A corrupt frame: skip it, but give up on a stream that only yields garbage.
+            if self.is_file and not ok:
+                return None          # end of the file
+            # A corrupt JPEG in an MJPEG/RTSP stream fails one read() and the next one works: skip it.
+            # Only a run of failures means the camera is gone (a closed stream fails instantly, so this
+            # costs microseconds), and then the grabber reopens it.
             self._bad_frames += 1
-            if self._bad_frames > 50:
+            if self._bad_frames > MAX_BAD_READS:
                 return None
         self._frames_read += 1
         if self.is_file:

@@ -85,6 +85,6 @@ def load_models(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes |
     else:
         detector = HaarDetector(cfg.detector.detect_width, cfg.detector.min_face, cfg.detector.scale_factor,
                                 cfg.detector.min_neighbors)
-        landmarker = Landmarker(backends["mtcnn_onet"])
+        landmarker = Landmarker(backends["mtcnn_onet"], cfg.detector.haar_verify_score)
     return LoadedModels(AgeModel(backends["age"]), GenderModel(backends["gender"]),
                         EmbeddingModel(backends["embedding"]), detector, landmarker, board, runtimes, decisions)
