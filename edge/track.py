@@ -46,6 +46,7 @@ class Track:
     identity_distance: float | None = None
     decided: bool = False
     best_face_area: int = 0
+    model_frame: int | None = None   # pipeline frame number of the last age/gender/embedding run
 
     def add_observation(self, face: Face, per_frame_match: str | None) -> None:
         for values, value in ((self.ages, face.age), (self.female_probabilities, face.female_probability),
@@ -89,6 +90,7 @@ class Tracker:
         self.window = window
         self.tracks: dict[int, Track] = {}
         self._ids = itertools.count(1)
+        self._last_update: float | None = None
 
     def update(self, faces: list[Face], timestamp: float) -> tuple[list[Face], list[Track]]:
         """Assign track ids to this frame's faces; return them and the tracks that just ended."""
@@ -117,10 +119,23 @@ class Tracker:
             face = face.with_(track_id=tid)
             track.face = face
             tracked.append(face)
+        self._last_update = timestamp
+        return tracked, self._end_stale(timestamp)
+
+    def hold(self, timestamp: float) -> list[Track]:
+        """A frame without detection (still scene): tracks seen at the last update stay where they
+        were and stay alive; tracks already missing keep ageing. Returns the tracks that just ended."""
+        for track in self.tracks.values():
+            if track.last_seen == self._last_update:
+                track.last_seen = timestamp
+        self._last_update = timestamp
+        return self._end_stale(timestamp)
+
+    def _end_stale(self, timestamp: float) -> list[Track]:
         ended = [t for t in self.tracks.values() if timestamp - t.last_seen > self.max_missed_s]
         for track in ended:
             del self.tracks[track.id]
-        return tracked, ended
+        return ended
 
     def close_all(self) -> list[Track]:
         ended = list(self.tracks.values())

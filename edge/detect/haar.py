@@ -35,11 +35,17 @@ class HaarDetector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
 
-    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+    def detect(self, image_rgb: np.ndarray, region: tuple[int, int, int, int] | None = None) -> list[Face]:
         """Faces in full-resolution pixel boxes, left to right. Detection runs on a frame
-        scaled to `detect_width`: the cascade's cost grows with pixels, not with faces."""
+        scaled to `detect_width`: the cascade's cost grows with pixels, not with faces.
+        `region` (x0, y0, x1, y1) limits the search to that part of the frame, at the same scale."""
         height, width = image_rgb.shape[:2]
         scale = min(1.0, self.detect_width / width)
+        x0 = y0 = 0
+        if region is not None:
+            x0, y0, x1, y1 = region
+            image_rgb = image_rgb[y0:y1, x0:x1]
+            height, width = image_rgb.shape[:2]
         grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
         if scale < 1.0:
             grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
@@ -50,6 +56,6 @@ class HaarDetector:
             minSize=(min_side, min_side), outputRejectLevels=True)
         faces = []
         for (x, y, w, h), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1)):
-            box = tuple(int(round(v / scale)) for v in (x, y, w, h))
+            box = (int(round(x / scale)) + x0, int(round(y / scale)) + y0, int(round(w / scale)), int(round(h / scale)))
             faces.append(Face(box=box, score=float(weight)))
         return sorted(faces, key=lambda f: f.box[0])

