@@ -58,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("images", nargs="+", type=Path)
     analyze.add_argument("--json", action="store_true", help="one JSON object per image")
 
+    compare = sub.add_parser("compare", help="are the faces in two photos the same person? (largest face of each)")
+    compare.add_argument("image_a", type=Path)
+    compare.add_argument("image_b", type=Path)
+    compare.add_argument("--json", action="store_true", help="one JSON object")
+
+    calibrate = sub.add_parser("calibrate", help="choose identity.threshold from the enrolled gallery plus a "
+                                                 "folder of photos (one sub-folder per person)")
+    calibrate.add_argument("folder", type=Path)
+    calibrate.add_argument("--target-far", type=float,
+                           help="most permissive threshold with at most this false accept rate (default: max F1)")
+    calibrate.add_argument("--output", type=Path, default=Path("config") / "calibrated.yaml",
+                           help="YAML to write, relative to the project root (default %(default)s)")
+    calibrate.add_argument("--plot", type=Path, help="PNG of both distance histograms and the threshold")
+    calibrate.add_argument("--json", action="store_true")
+
     sub.add_parser("doctor", help="hardware, runtimes, chosen backends, camera and broker check")
 
     models = sub.add_parser("models", help="shipped model files")
@@ -65,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (models_sub.add_parser("list"), models_sub.add_parser("verify")):
         _common(p)
 
-    for p in (run, demo, enroll, analyze, sub.choices["doctor"]):
+    for p in (run, demo, enroll, analyze, compare, calibrate, sub.choices["doctor"]):
         _common(p)
     return parser
 
@@ -242,6 +257,104 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
     return status
 
 
+def _largest_face(models, path: Path):
+    faces = _faces_in(models, path)
+    if not faces:
+        raise ImageError(f"{path}: no face found")
+    return max(faces, key=lambda f: f.box[2] * f.box[3]), len(faces)
+
+
+def cmd_compare(cfg: AppConfig, args) -> int:
+    """Distance between the largest face of each photo, decided at the threshold in force."""
+    import numpy as np
+    from .identify import Match
+    from .models.loader import load_models
+
+    models = load_models(cfg)
+    (a, count_a), (b, count_b) = _largest_face(models, args.image_a), _largest_face(models, args.image_b)
+    distance = float(np.linalg.norm(a.embedding - b.embedding))
+    threshold = cfg.identity.threshold
+    same = distance < threshold
+    result = {"image_a": str(args.image_a), "image_b": str(args.image_b), "distance": round(distance, 4),
+              "similarity": round(Match(None, distance, None).similarity, 4), "threshold": threshold,
+              "same_person": same, "faces": [count_a, count_b], "box_a": list(a.box), "box_b": list(b.box)}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for path, count in ((args.image_a, count_a), (args.image_b, count_b)):
+        if count > 1:
+            print(f"{path}: {count} faces, comparing the largest", file=sys.stderr)
+    verdict = "same person" if same else "different people"
+    print(f"{verdict}: distance {distance:.3f} {'<' if same else '>='} threshold {threshold:g} "
+          f"(similarity {result['similarity']:.2f})")
+    return 0
+
+
+def cmd_calibrate(cfg: AppConfig, args) -> int:
+    """Same/different distances between the folder's photos and the enrolled gallery -> threshold YAML."""
+    import numpy as np
+    import yaml
+    from .config import PROJECT_ROOT
+    from .evaluation import calibrate_threshold, plot_distance_histograms
+    from .models.loader import load_models
+    from .store import Store
+
+    if not args.folder.is_dir():
+        raise ImageError(f"{args.folder}: not a folder (expected one sub-folder of photos per person)")
+    gallery = Store(cfg.store.path).gallery() if cfg.store.path.exists() else None
+    models = load_models(cfg)
+    names, vectors = [], []
+    # Folders starting with "_" or "." hold no single person (group photos, videos).
+    for person in sorted(p for p in args.folder.iterdir() if p.is_dir() and p.name[0] not in "._"):
+        for photo in sorted(p for p in person.iterdir() if p.is_file()):
+            try:
+                face, count = _largest_face(models, photo)
+            except ImageError as exc:
+                print(f"skipped: {exc}", file=sys.stderr)
+                continue
+            if count > 1:
+                print(f"{photo}: {count} faces, using the largest", file=sys.stderr)
+            names.append(person.name)
+            vectors.append(face.embedding)
+    if gallery is not None and len(gallery.vectors):
+        names += [str(n) for n in gallery.names]
+        vectors += list(gallery.vectors)
+    names_arr = np.array(names, dtype=object)
+    matrix = np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)
+    rows, cols = np.triu_indices(len(names), k=1)
+    distances = np.linalg.norm(matrix[rows] - matrix[cols], axis=1)
+    same = names_arr[rows] == names_arr[cols]
+    keep = distances > 1e-6        # the same photo enrolled and in the folder says nothing
+    distances, same = distances[keep], same[keep].astype(bool)
+    if not same.any() or same.all():
+        raise ImageError("calibration needs at least two photos of one person and photos of two people "
+                         f"(got {int(same.sum())} same-person and {int((~same).sum())} different-person pairs)")
+    result = calibrate_threshold(distances, same, args.target_far)
+    result["previous_threshold"] = cfg.identity.threshold
+    output = args.output if args.output.is_absolute() else PROJECT_ROOT / args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(f"# Written by `edge calibrate {args.folder}` ({result['method']}): "
+                      f"{result['same_pairs']} same-person and {result['different_pairs']} different-person pairs, "
+                      f"TAR {result['at_threshold']['tar']:.3f}, FAR {result['at_threshold']['far']:.4f}.\n"
+                      f"# Use it with --set identity.calibration_file={output}\n"
+                      + yaml.safe_dump({"identity": {"threshold": result["threshold"]}}))
+    result["output"] = str(output)
+    if args.plot:
+        plot_distance_histograms(distances, same, result["threshold"], args.plot,
+                                 f"calibration ({result['method']})")
+        result["plot"] = str(args.plot)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    at = result["at_threshold"]
+    print(f"threshold {result['threshold']} ({result['method']}; was {cfg.identity.threshold}): "
+          f"TAR {at['tar']:.1%}, FAR {at['far']:.2%}, accuracy {at['accuracy']:.1%} on "
+          f"{result['same_pairs']} same / {result['different_pairs']} different pairs")
+    print(f"written to {output}; use it with:")
+    print(f"  --set identity.calibration_file={output}   (or --set identity.threshold={result['threshold']})")
+    return 0
+
+
 def cmd_doctor(cfg: AppConfig, args) -> int:
     from .doctor import report
     print(report(cfg))
@@ -266,4 +379,5 @@ def cmd_models(cfg: AppConfig, args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "enroll": cmd_enroll, "identities": cmd_identities,
-            "analyze": cmd_analyze, "doctor": cmd_doctor, "models": cmd_models}
+            "analyze": cmd_analyze, "compare": cmd_compare, "calibrate": cmd_calibrate, "doctor": cmd_doctor,
+            "models": cmd_models}
