@@ -178,7 +178,8 @@ def child_pipeline(spec: dict) -> dict:
         return source
     daemon_module.open_source = timed_open_source   # instrumentation only: the source itself is real
 
-    first_seen: dict[str, float] = {}
+    first_seen: dict[str, float] = {}      # track uid -> video timestamp of its first frame
+    first_read: dict[str, float] = {}      # track uid -> wall clock when that frame was read
     emitted: list[tuple[float, dict]] = []
 
     def on_event(payload):
@@ -187,6 +188,8 @@ def child_pipeline(spec: dict) -> dict:
             for track in daemon.pipeline.tracker.tracks.values():
                 if track.uid == payload["track_id"]:
                     first_seen[track.uid] = track.first_seen
+                    # Snapshot now: a looping soak run reads the same timestamps again later.
+                    first_read[track.uid] = read_wall.get(track.first_seen)
 
     daemon = Daemon(cfg, on_event=on_event, models=models, store=store)
     pipeline = daemon.pipeline
@@ -245,7 +248,7 @@ def child_pipeline(spec: dict) -> dict:
         if payload["type"] != "face_identified" or payload["event_id"] in seen_ids:
             continue
         seen_ids.add(payload["event_id"])
-        start = read_wall.get(first_seen.get(payload["track_id"]))
+        start = first_read.get(payload["track_id"])
         if start is not None:
             latencies.append((at - start) * 1000)
             per_event.append({"track": payload["track_id"], "identity": (payload["identity"] or {}).get("name"),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 
-from .backends.select import probe_board, probe_runtimes
+from .backends.select import model_threads, probe_board, probe_runtimes
 from .config import AppConfig
 
 
@@ -74,7 +75,9 @@ def report(cfg: AppConfig) -> str:
              + (f" providers {', '.join(runtimes.onnx_providers)}" if runtimes.onnxruntime else ""),
              f"LiteRT: {runtimes.litert or 'not installed'}" + (" + Edge TPU" if runtimes.edgetpu else ""),
              f"OpenCV: {runtimes.opencv or 'not installed'}" + (" with CUDA" if runtimes.opencv_cuda else ""),
-             f"detector: {cfg.detector.type}", "models:"]
+             f"detector: {cfg.detector.type}",
+             f"models: {model_threads(cfg.models.threads)} thread(s) each"
+             + (" (models.threads: 0 = half of %d cores)" % (os.cpu_count() or 1) if not cfg.models.threads else "")]
     try:
         for name, key, file, why in plan(cfg, board, runtimes):
             lines.append(f"  {name}: {key} ({why}) <- {file.path.name}")

@@ -69,3 +69,11 @@ def test_this_machine_plan_per_model_and_override():
 
 def test_cpu_provider_is_always_kept():
     assert choose_providers(["CPUExecutionProvider"], ["CUDAExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_model_threads_follow_the_board_unless_set():
+    from edge.backends.select import model_threads
+    assert model_threads(0, cores=2) == 1      # a 2-core x86 box: one per model (measured best)
+    assert model_threads(0, cores=4) == 2      # Raspberry Pi 4/5
+    assert model_threads(0, cores=1) == 1
+    assert model_threads(3, cores=2) == 3      # an explicit setting wins

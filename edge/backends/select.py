@@ -4,6 +4,7 @@ which backend each model runs on. `edge doctor` prints the decision with its rea
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +91,15 @@ def choose_backend(board: Board, runtimes: Runtimes, formats: set[str], requeste
         if usable[key]:
             return key, f"{board.kind}: {why}"
     raise RuntimeError(f"no runtime can run any of {sorted(formats)}: install onnxruntime or ai-edge-litert")
+
+
+def model_threads(requested: int, cores: int | None = None) -> int:
+    """Intra-op threads per model runtime: `requested`, or for 0 half the board's cores (at least one).
+
+    Detection and the model thread run at the same time (fastpath.overlap), so a runtime that takes
+    every core fights them: measured on 2 cores, 1 thread per model gave the best frames/s
+    (benchmarks/bench_batching.py); a 4-core Pi gets 2, a 6-core Jetson CPU 3.
+    """
+    if requested > 0:
+        return requested
+    return max(1, (cores or os.cpu_count() or 1) // 2)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backends import ModelLoadError, load_backend
-from ..backends.select import Board, Runtimes, choose_backend, probe_board, probe_runtimes
+from ..backends.select import Board, Runtimes, choose_backend, model_threads, probe_board, probe_runtimes
 from ..config import AppConfig
 from .age import AgeModel
 from .embedding import EmbeddingModel
@@ -73,7 +73,7 @@ def load_models(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes |
         path = file.path
         edgetpu_variant = path.with_name(path.stem + "_edgetpu.tflite")
         use_edgetpu = key == "litert" and runtimes.edgetpu and edgetpu_variant.is_file()
-        backend = load_backend(key, edgetpu_variant if use_edgetpu else path, threads=cfg.models.threads,
+        backend = load_backend(key, edgetpu_variant if use_edgetpu else path, threads=model_threads(cfg.models.threads),
                                providers=cfg.models.onnx_providers, edgetpu=use_edgetpu)
         backends[name] = backend
         decisions.append(Decision(name, key, backend.device, path, why))
