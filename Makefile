@@ -29,3 +29,12 @@ test-deps: test-deps-service
 test-deps-service:
 	command -v systemd-analyze >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y systemd)
 	$(PYTHON) -c 'import cryptography' 2>/dev/null || $(PYTHON) -m pip install cryptography
+
+# Kiosk and status page tests (tests/test_display.py, tests/test_web.py): a real X server (Xvfb), headless
+# Chromium, and tkinter for the kiosk window (python3-tk serves Debian's python3; a pyenv Python has its own).
+test-deps: test-deps-view
+.PHONY: test-deps-view
+test-deps-view:
+	command -v Xvfb >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y xvfb)
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	$(PYTHON) -c 'import tkinter' 2>/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y python3-tk)

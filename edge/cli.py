@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", help="camera override: device index, file, rtsp:// URL or GStreamer pipeline")
     run.add_argument("--max-frames", type=int, help="stop after N processed frames")
     run.add_argument("--print-events", action="store_true", help="also print every event as a JSON line")
+    run.add_argument("--display", action="store_true", help="kiosk window with boxes, names, age, gender "
+                                                            "(same as --set display.enabled=true)")
 
     demo = sub.add_parser("demo", help="run on the bundled demo video with a bundled gallery; no camera, no broker")
     demo.add_argument("--max-frames", type=int)
@@ -52,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     forget = id_sub.add_parser("forget", help="erase a person's embeddings, sightings and queued events")
     forget.add_argument("name")
     for p in (id_list, forget):
+        _common(p)
+
+    unknowns = sub.add_parser("unknowns", help="unknown faces grouped by person: list, enrol a group, forget one")
+    unknown_sub = unknowns.add_subparsers(dest="action", required=True)
+    unknown_list = unknown_sub.add_parser("list", help="groups of unknown tracks, oldest first")
+    unknown_list.add_argument("--json", action="store_true")
+    unknown_name = unknown_sub.add_parser("name", help="enrol a group as a person (no photos needed)")
+    unknown_name.add_argument("cluster", type=int)
+    unknown_name.add_argument("name")
+    unknown_forget = unknown_sub.add_parser("forget", help="erase a group's embeddings")
+    unknown_forget.add_argument("cluster", type=int)
+    for p in (unknown_list, unknown_name, unknown_forget):
         _common(p)
 
     analyze = sub.add_parser("analyze", help="detect, align, age, gender and identity on still images")
@@ -129,6 +143,8 @@ def cmd_run(cfg: AppConfig, args) -> int:
 
     if args.source:
         cfg = _with(cfg, source=args.source)
+    if args.display:
+        cfg = _with(cfg, display__enabled=True)
     daemon = Daemon(cfg, max_frames=args.max_frames, on_event=print_event if args.print_events else None)
     daemon.install_signal_handlers()
     return daemon.run()
@@ -169,10 +185,16 @@ def _faces_in(models, path: Path):
     return faces
 
 
+def _progress(items, what: str, unit: str):
+    """A tqdm bar on stderr for long jobs; off when stderr is not a terminal (logs, pipes, tests)."""
+    from tqdm import tqdm
+    return tqdm(items, desc=what, unit=unit, disable=None, leave=False, file=sys.stderr)
+
+
 def _enroll(models, store, name: str, paths: list[Path]) -> int:
     import numpy as np
     vectors = []
-    for path in paths:
+    for path in _progress(paths, f"enrolling {name}", "photo"):
         faces = _faces_in(models, path)
         if len(faces) != 1:
             what = "no face found" if not faces else f"{len(faces)} faces found"
@@ -181,19 +203,32 @@ def _enroll(models, store, name: str, paths: list[Path]) -> int:
     return store.enroll(name, np.stack(vectors), [str(p) for p in paths])
 
 
+def _checked_name(raw: str) -> str:
+    name = raw.strip()
+    if not name or len(name) > 100 or any(c in name for c in "/#+\n\r\0"):
+        raise ImageError(f"invalid name {raw!r}: 1-100 characters, no '/', '#', '+' or newlines")
+    return name
+
+
 def cmd_enroll(cfg: AppConfig, args) -> int:
     from .models.loader import load_models
     from .store import Store
 
-    name = args.name.strip()
-    if not name or len(name) > 100 or any(c in name for c in "/#+\n\r\0"):
-        raise ImageError(f"invalid name {args.name!r}: 1-100 characters, no '/', '#', '+' or newlines")
+    name = _checked_name(args.name)
     models = load_models(cfg)
     # Every photo is checked before anything is written: all or nothing.
     store = Store(cfg.store.path)
     _enroll(models, store, name, args.images)
     print(f"enrolled {name} from {len(args.images)} photo(s)")
+    _share_with_fleet(cfg, store)
     return 0
+
+
+def _share_with_fleet(cfg: AppConfig, store) -> None:
+    """Enrollments and forgets reach the other boxes (README "Fleet gallery")."""
+    if cfg.fleet.enabled:
+        from .fleet import share_now
+        print(share_now(cfg, store))
 
 
 def cmd_identities(cfg: AppConfig, args) -> int:
@@ -213,7 +248,42 @@ def cmd_identities(cfg: AppConfig, args) -> int:
     if not store.forget(args.name):
         print(f"no enrolled person named {args.name!r}", file=sys.stderr)
         return 1
+    from .snapshots import erase_thumbnails
+    erase_thumbnails(cfg, args.name)
     print(f"forgot {args.name}: embeddings, sightings and queued events erased")
+    _share_with_fleet(cfg, store)
+    return 0
+
+
+def cmd_unknowns(cfg: AppConfig, args) -> int:
+    from . import unknowns
+    from .store import Store
+
+    store = Store(cfg.store.path)
+    threshold = cfg.unknowns.cluster_threshold or cfg.identity.threshold
+    if args.action == "list":
+        groups = [c.as_dict() for c in unknowns.clusters(store, threshold, cfg.unknowns.linkage)]
+        if args.json:
+            print(json.dumps(groups))
+        elif not groups:
+            print("no unknown faces kept" + ("" if cfg.unknowns.keep else " (unknowns.keep is off)"))
+        else:
+            for g in groups:
+                age = "age ?" if g["age"] is None else f"age {g['age']:.0f}"
+                print(f"cluster {g['cluster']}: {g['count']} track(s), {g['frames']} frames, {age}, "
+                      f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}")
+        return 0
+    name = _checked_name(args.name) if args.action == "name" else None
+    group = unknowns.find(store, args.cluster, threshold, cfg.unknowns.linkage)
+    if group is None:
+        print(f"no unknown cluster {args.cluster} (see edge unknowns list)", file=sys.stderr)
+        return 1
+    if args.action == "name":
+        count = store.enroll_unknowns(name, group.ids)
+        print(f"enrolled {name} from {count} unknown track(s) of cluster {args.cluster}")
+    else:
+        count = store.forget_unknowns(group.ids)
+        print(f"forgot cluster {args.cluster}: {count} unknown track(s) erased")
     return 0
 
 
@@ -305,17 +375,19 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     models = load_models(cfg)
     names, vectors = [], []
     # Folders starting with "_" or "." hold no single person (group photos, videos).
-    for person in sorted(p for p in args.folder.iterdir() if p.is_dir() and p.name[0] not in "._"):
-        for photo in sorted(p for p in person.iterdir() if p.is_file()):
-            try:
-                face, count = _largest_face(models, photo)
-            except ImageError as exc:
-                print(f"skipped: {exc}", file=sys.stderr)
-                continue
-            if count > 1:
-                print(f"{photo}: {count} faces, using the largest", file=sys.stderr)
-            names.append(person.name)
-            vectors.append(face.embedding)
+    photos = [(person, photo) for person in sorted(p for p in args.folder.iterdir()
+                                                   if p.is_dir() and p.name[0] not in "._")
+              for photo in sorted(p for p in person.iterdir() if p.is_file())]
+    for person, photo in _progress(photos, "embedding", "photo"):
+        try:
+            face, count = _largest_face(models, photo)
+        except ImageError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+            continue
+        if count > 1:
+            print(f"{photo}: {count} faces, using the largest", file=sys.stderr)
+        names.append(person.name)
+        vectors.append(face.embedding)
     if gallery is not None and len(gallery.vectors):
         names += [str(n) for n in gallery.names]
         vectors += list(gallery.vectors)
@@ -380,4 +452,4 @@ def cmd_models(cfg: AppConfig, args) -> int:
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "enroll": cmd_enroll, "identities": cmd_identities,
             "analyze": cmd_analyze, "compare": cmd_compare, "calibrate": cmd_calibrate, "doctor": cmd_doctor,
-            "models": cmd_models}
+            "models": cmd_models, "unknowns": cmd_unknowns}

@@ -68,8 +68,9 @@ class ModelsConfig(Section):
     gender_backend: BackendKey | None = None
     embedding_backend: BackendKey | None = None
     detector_backend: BackendKey | None = None
-    # 1 intra-op thread per model: on a 2-4 core board models and detection must not fight (README, Performance).
-    threads: int = Field(1, ge=0, le=64)
+    # Intra-op threads per model; 0 = half the board's cores (edge.backends.select.model_threads), so
+    # models and detection do not fight for cores (README, Performance).
+    threads: int = Field(0, ge=0, le=64)
     onnx_providers: list[str] = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     verify_hashes: bool = True
 
@@ -172,6 +173,16 @@ class StoreConfig(Section):
     retention_days: int = Field(30, ge=1, le=3650)
 
 
+class UnknownsConfig(Section):
+    """Averaged embeddings of unknown tracks, clustered by `edge unknowns` (biometric data: see README, Privacy)."""
+    keep: bool = True
+    # L2 distance under which unknown tracks are grouped; null = identity.threshold. 0.5, not 0.6: among many
+    # strangers 0.6 merges different people (purity 0.73 on 1,229 LFW people, 0.97 at 0.5; README, Unknown faces).
+    cluster_threshold: float | None = Field(0.5, gt=0, le=2)
+    # scipy linkage: average = mean pairwise distance under the threshold; complete = every pair under it.
+    linkage: Literal["average", "complete", "single"] = "average"
+
+
 class MqttConfig(Section):
     enabled: bool = True
     host: str = Field("localhost", min_length=1)
@@ -207,6 +218,73 @@ class MqttConfig(Section):
         return os.environ.get("EDGE_MQTT_USERNAME") or self.username
 
 
+class _Switchable(Section):
+    """A section that may also be written as a plain switch: `display: true` means `display: {enabled: true}`."""
+    enabled: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, data):
+        return {"enabled": data} if isinstance(data, bool) else data
+
+
+class DisplayConfig(_Switchable):
+    """Kiosk window (edge/display.py): the live picture with boxes, names, age, gender and a status line."""
+    fullscreen: bool = True
+    max_fps: float = Field(15, gt=0, le=60)     # drawing rate cap; the pipeline never waits for the screen
+
+
+class WebConfig(_Switchable):
+    """Status page, /healthz, /metrics, /snapshot.jpg, /stream (edge/web.py). Off: no listening port."""
+    host: str = Field("127.0.0.1", min_length=1)   # 0.0.0.0 exposes names and the live picture to the network
+    port: int = Field(8080, ge=1, le=65535)
+    stream_max_fps: float = Field(10, gt=0, le=60)
+    jpeg_quality: int = Field(80, ge=10, le=100)
+    recent_events: int = Field(50, ge=1, le=1000)
+
+
+def _topic_safe_path(value: str) -> str:
+    if any(c in value for c in "#+") or value.startswith("/") or value.endswith("/") or not value:
+        raise ValueError("must not be empty, contain '#' or '+' nor start or end with '/'")
+    return value
+
+
+class HomeAssistantConfig(Section):
+    """MQTT discovery: retained <discovery_prefix>/<component>/<node_id>/<object_id>/config (edge/homeassistant.py)."""
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")   # null = device
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _topic_safe(cls, value: str) -> str:
+        return _topic_safe_path(value)
+
+
+class FleetConfig(Section):
+    """Boxes sharing one gallery through retained, versioned messages on the broker (edge/fleet.py)."""
+    enabled: bool = False
+    topic: str = "edge-fleet/gallery"        # shared by every box of the fleet: one retained message per person
+    max_message_bytes: int = Field(262144, ge=1024, le=16777216)
+    max_embeddings: int = Field(100, ge=1, le=10000)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_safe(cls, value: str) -> str:
+        return _topic_safe_path(value)
+
+
+class SnapshotsConfig(Section):
+    """Cropped JPEG of a track's best frame (edge/snapshots.py); off by default: these are face images."""
+    enabled: bool = False                    # publish on <mqtt.prefix>/snapshot/<name> (MQTT only, never queued)
+    retain: bool = False
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    max_size: int = Field(320, ge=32, le=4096)   # longest side of the crop, pixels
+    margin: float = Field(0.3, ge=0, le=2)       # added around the face box, as a share of its size
+    keep_thumbnails: bool = False            # also write them to <store dir>/thumbnails/ (0600) ...
+    thumbnail_retention_days: int = Field(7, ge=1, le=3650)   # ... deleted after this many days
+
+
 class AppConfig(Section):
     device: str = Field("edge", min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
     camera: str = Field("camera", min_length=1)
@@ -220,7 +298,13 @@ class AppConfig(Section):
     identity: IdentityConfig = IdentityConfig()
     fastpath: FastPathConfig = FastPathConfig()
     store: StoreConfig = StoreConfig()
+    unknowns: UnknownsConfig = UnknownsConfig()
     mqtt: MqttConfig = MqttConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    fleet: FleetConfig = FleetConfig()
+    snapshots: SnapshotsConfig = SnapshotsConfig()
+    display: DisplayConfig = DisplayConfig()
+    web: WebConfig = WebConfig()
 
 
 def _parse_scalar(text: str) -> Any:

@@ -12,11 +12,16 @@ from typing import Callable
 
 from .capture import LatestFrameGrabber, open_source
 from .config import AppConfig
+from .fleet import Fleet
+from .homeassistant import HomeAssistant
 from .models.loader import LoadedModels, load_models
 from .notify import Notifier
+from .live import LiveOutputs
 from .pipeline import Event, Pipeline
 from .publish import Publisher
+from .snapshots import Snapshots
 from .store import Store, StoreError
+from .unknowns import remember as remember_unknown
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,14 @@ class Daemon:
         self.models = models or load_models(cfg)
         self.pipeline = Pipeline(cfg, self.models, self.store.gallery)
         self.publisher = Publisher(cfg.mqtt, cfg.device, self.store) if cfg.mqtt.enabled else None
+        # Home Assistant discovery and the fleet gallery ride on the publisher (None when off);
+        # Snapshots always exists so that its purge erases thumbnails once keep_thumbnails is off.
+        self.homeassistant = HomeAssistant(cfg, self.publisher, self.store) \
+            if self.publisher and cfg.homeassistant.enabled else None
+        self.fleet = Fleet(cfg, self.store, self.publisher) if self.publisher and cfg.fleet.enabled else None
+        self.snapshots = Snapshots(cfg, self.publisher)
+        # Kiosk window and status page (edge/live.py); None when both are off, and then nothing changes.
+        self.live = LiveOutputs(cfg, self.pipeline) if cfg.display.enabled or cfg.web.enabled else None
         self.events_produced = 0
         self.started = time.monotonic()
 
@@ -57,9 +70,16 @@ class Daemon:
         for event in events:
             # Outbox first, publish later: an event exists on disk before anyone may lose it.
             self.store.record(self.publisher.events_topic if self.publisher else None, event.payload, event.sighting)
+            if self.cfg.unknowns.keep:
+                remember_unknown(self.store, event, self.cfg.tracking.min_frames)
             self.events_produced += 1
             if self.on_event:
                 self.on_event(event.payload)
+            if self.live:
+                self.live.event(event.payload)
+            if self.homeassistant:
+                self.homeassistant.observe(event.payload)
+            self.snapshots.observe(event)
 
     def run(self) -> int:
         cfg = self.cfg
@@ -70,6 +90,8 @@ class Daemon:
                                      realtime=cfg.capture.pace == "realtime").start()
         if self.publisher:
             self.publisher.start()
+        if self.live:
+            self.live.start(grabber, self.publisher)
         log.info("running on %s (%s detector)", source.description, cfg.detector.type)
         failure: StoreError | None = None
         try:
@@ -102,6 +124,8 @@ class Daemon:
                 break
             elif grabber.alive(CAPTURE_STALL_S):
                 self.notifier.watchdog()
+            if self.live:
+                self.live.tick(frame, self.pipeline, self.store)
             if not ready and (frame is not None or now - self.started > READY_WITHOUT_CAMERA_S):
                 self.notifier.ready("processing frames" if frame is not None else "waiting for camera")
                 ready = True
@@ -112,16 +136,31 @@ class Daemon:
                 fps = len(fps_window) / 5.0
                 self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker.tracks)} faces, "
                                      f"outbox {self.store.outbox_depth() if self.publisher else 0}")
+                if self.fleet:
+                    self.fleet.share_local_changes()     # people enrolled or forgotten by another process
+                if self.homeassistant:
+                    self.homeassistant.tick(fps, len(self.pipeline.tracker.tracks), self.store.outbox_depth())
             if now - last_purge > PURGE_EVERY_S:
                 last_purge = now
                 purged = self.store.purge_sightings(cfg.store.retention_days)
                 if purged:
                     log.info("purged %d sightings older than %d days", purged, cfg.store.retention_days)
+                if self.snapshots.purge():
+                    log.info("erased thumbnails older than %d days (or all: snapshots.keep_thumbnails is off)",
+                             cfg.snapshots.thumbnail_retention_days)
+                # Unknown faces' embeddings follow the same retention; with unknowns.keep off none are kept.
+                purged = (self.store.purge_unknowns(cfg.store.retention_days) if cfg.unknowns.keep
+                          else self.store.forget_unknowns())
+                if purged:
+                    log.info("erased %d unknown faces (%s)", purged, f"older than {cfg.store.retention_days} days"
+                             if cfg.unknowns.keep else "unknowns.keep is off")
 
     def _shutdown(self, grabber: LatestFrameGrabber, failed: bool) -> None:
         """Close open tracks (face_left) and flush the outbox within stop_flush_s; bounded, never hangs."""
         self.notifier.stopping()
         grabber.stop()
+        if self.live:
+            self.live.stop()
         closing = self.pipeline.close()
         error: StoreError | None = None
         if not failed:       # a database that cannot be written cannot take the face_left events either

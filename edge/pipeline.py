@@ -28,6 +28,7 @@ from .motion import MotionGate
 from .detect.haar import HaarDetector
 from .store import Gallery
 from .track import Track, Tracker
+from . import snapshots
 
 
 ROI_MARGIN = 24          # px around the moving region: a face at its edge is searched whole
@@ -38,6 +39,8 @@ ROI_MAX_SHARE = 0.6      # a region larger than this share of the frame is searc
 class Event:
     payload: dict
     sighting: dict
+    embedding: np.ndarray | None = None    # the track's averaged embedding (kept for unknowns: edge/unknowns.py)
+    snapshot: np.ndarray | None = None     # BGR crop of the track's best frame, only with snapshots on
 
 
 class StageTimer:
@@ -45,6 +48,9 @@ class StageTimer:
 
     def __init__(self, keep: int = 1000):
         self.samples: dict[str, deque] = defaultdict(lambda: deque(maxlen=keep))
+        # Optional listener (stage, ms), e.g. the Prometheus histograms of edge/metrics.py; called from
+        # whichever thread ran the stage, so it must be thread-safe.
+        self.on_sample = None
 
     @contextmanager
     def stage(self, name: str):
@@ -52,7 +58,10 @@ class StageTimer:
         try:
             yield
         finally:
-            self.samples[name].append((time.perf_counter() - started) * 1000.0)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            self.samples[name].append(elapsed_ms)
+            if self.on_sample is not None:
+                self.on_sample(name, elapsed_ms)
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {name: {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)), "n": len(v)}
@@ -101,6 +110,7 @@ class Pipeline:
         self.cfg = cfg
         self.models = models
         self.gallery_source = gallery_source      # callable returning the current Gallery
+        self.keep_snapshots = snapshots.wanted(cfg)
         self.tracker = Tracker(cfg.tracking.iou_threshold, cfg.tracking.min_hits, cfg.tracking.max_missed_s,
                                cfg.tracking.window)
         self.timer = StageTimer()
@@ -155,6 +165,9 @@ class Pipeline:
                 tracked, ended = [], self.tracker.hold(timestamp)
             else:
                 tracked, ended = self.tracker.update(faces, timestamp)
+        if self.keep_snapshots:
+            for face in tracked:
+                snapshots.offer(self.tracker.tracks[face.track_id], face, image_bgr, self.cfg.snapshots)
         needy = [f for f in tracked if self._needs_models(self.tracker.tracks[f.track_id])]
         for face in needy:
             self.tracker.tracks[face.track_id].model_frame = self.frames
@@ -315,4 +328,5 @@ class Pipeline:
                     "gender": gender["label"] if gender else None,
                     "gender_confidence": gender["confidence"] if gender else None,
                     "frames": track.hits}
-        return Event(payload, sighting)
+        return Event(payload, sighting, track.mean_embedding,
+                     track.snapshot if kind in ("face_identified", "face_left") else None)

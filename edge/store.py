@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,25 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["outbox"].create_index(["event_id"], unique=True)
 
 
+def _unknowns_table(db: sqlite_utils.Database) -> None:
+    """Unknown tracks' averaged embeddings, for `edge unknowns` (edge/unknowns.py clusters them)."""
+    db["unknowns"].create({"id": int, "track": str, "camera": str, "vector": bytes, "frames": int,
+                           "frames_averaged": int, "first_seen": float, "last_seen": float, "age": float,
+                           "gender": str, "gender_confidence": float}, pk="id")
+    db["unknowns"].create_index(["track"], unique=True)
+    db["unknowns"].create_index(["last_seen"])
+
+
+def _fleet_versions(db: sqlite_utils.Database) -> None:
+    """Who changed each person last and when (edge/fleet.py), kept after a forget as a tombstone;
+    retained outbox rows for the fleet's gallery messages."""
+    db["fleet_versions"].create({"name": str, "version": int, "box": str, "deleted": int, "digest": str},
+                                pk="name")
+    db["outbox"].add_column("retain", int, not_null_default=0)
+
+
 # Append-only: migration N brings a database from version N-1 to N.
-MIGRATIONS = [_v1]
+MIGRATIONS = [_v1, _unknowns_table, _fleet_versions]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -59,6 +77,7 @@ class OutboxEvent:
     event_id: str
     topic: str
     payload: str
+    retain: bool = False
 
 
 def _why_not_writable(path: Path) -> str:
@@ -97,6 +116,7 @@ class Store:
             if side.exists():
                 os.chmod(side, 0o600)
         self._gallery: Gallery | None = None
+        self._gallery_data_version: int | None = None
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -158,14 +178,21 @@ class Store:
                 self.db.execute(f"DELETE FROM {table} WHERE identity_id = ?", [identity_id])
             self.db.execute("DELETE FROM identities WHERE id = ?", [identity_id])
         self._write(write)
+        self._erase_free_pages()
+        self._gallery = None
+        return True
+
+    def _erase_free_pages(self) -> None:
         # Deleted rows linger in free pages and the WAL until rewritten.
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.execute("VACUUM")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._gallery = None
-        return True
 
     def gallery(self) -> Gallery:
+        # data_version changes when another connection commits (e.g. `edge enroll` beside the daemon).
+        data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if data_version != self._gallery_data_version:
+            self._gallery, self._gallery_data_version = None, data_version
         if self._gallery is None:
             rows = self.db.execute(
                 "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id").fetchall()
@@ -194,7 +221,7 @@ class Store:
         self._write(write)
 
     def pending(self, limit: int = 100, exclude: set[int] = frozenset()) -> list[OutboxEvent]:
-        rows = self.db.execute("SELECT id, event_id, topic, payload FROM outbox ORDER BY id LIMIT ?",
+        rows = self.db.execute("SELECT id, event_id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?",
                                [limit + len(exclude)]).fetchall()
         return [OutboxEvent(*r) for r in rows if r[0] not in exclude][:limit]
 
@@ -210,6 +237,105 @@ class Store:
         cutoff = (now or time.time()) - retention_days * 86400
         return self._write(lambda: self.db.execute(
             "DELETE FROM sightings WHERE last_seen < ?", [cutoff]).rowcount)
+
+    # --- unknown faces (clustered by edge/unknowns.py) -----------------------------------
+    def keep_unknown(self, sighting: dict, vector: np.ndarray, frames_averaged: int) -> None:
+        """Insert or update an unknown track's averaged embedding (one row per track)."""
+        row = {key: sighting.get(key) for key in ("track", "camera", "first_seen", "last_seen", "age", "gender",
+                                                  "gender_confidence", "frames")}
+        row.update(vector=np.asarray(vector, np.float32).tobytes(), frames_averaged=frames_averaged)
+        self._write(lambda: self.db["unknowns"].upsert(row, pk="track", alter=False))
+
+    def drop_unknown(self, track: str) -> None:
+        """A track first kept as unknown was recognised after all."""
+        self._write(lambda: self.db.execute("DELETE FROM unknowns WHERE track = ?", [track]))
+
+    def unknown_faces(self) -> list[dict]:
+        """Every kept unknown track, oldest first; "vector" is a float32 array."""
+        rows = list(self.db.query("SELECT * FROM unknowns ORDER BY first_seen, id"))
+        for row in rows:
+            row["vector"] = np.frombuffer(row["vector"], np.float32)
+        return rows
+
+    def enroll_unknowns(self, name: str, ids: list[int]) -> int:
+        """Enrol the given unknown tracks as `name` (their embeddings join the gallery, their past
+        sightings are attributed to the person) and delete them as unknowns, in one transaction."""
+        marks = ",".join("?" * len(ids))
+
+        def write():
+            rows = self.db.execute(f"SELECT track, vector FROM unknowns WHERE id IN ({marks})", ids).fetchall()
+            found = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
+            identity_id = found[0] if found else self.db["identities"].insert(
+                {"name": name, "created_at": time.time()}).last_pk
+            self.db["embeddings"].insert_all(
+                {"identity_id": identity_id, "vector": vector, "source": f"unknown track {track}",
+                 "created_at": time.time()} for track, vector in rows)
+            self.db.execute(f"UPDATE sightings SET identity_id = ? WHERE track IN "
+                            f"({','.join('?' * len(rows))})", [identity_id] + [r[0] for r in rows])
+            self.db.execute(f"DELETE FROM unknowns WHERE id IN ({marks})", ids)
+            return len(rows)
+        count = self._write(write)
+        self._gallery = None
+        return count
+
+    def forget_unknowns(self, ids: list[int] | None = None) -> int:
+        """Erase the given unknown tracks (None: all of them), then VACUUM the bytes away."""
+        if ids is None:
+            count = self._write(lambda: self.db.execute("DELETE FROM unknowns").rowcount)
+        else:
+            count = self._write(lambda: self.db.execute(
+                f"DELETE FROM unknowns WHERE id IN ({','.join('?' * len(ids))})", ids).rowcount)
+        if count:
+            self._erase_free_pages()
+        return count
+
+    def purge_unknowns(self, retention_days: int, now: float | None = None) -> int:
+        cutoff = (now or time.time()) - retention_days * 86400
+        count = self._write(lambda: self.db.execute("DELETE FROM unknowns WHERE last_seen < ?", [cutoff]).rowcount)
+        if count:
+            self._erase_free_pages()     # embeddings are biometric: gone, not just unlinked
+        return count
+
+    # --- fleet gallery sync (edge/fleet.py decides what wins; these keep its rows consistent) ---
+    def fleet_states(self) -> dict[str, dict]:
+        """name -> {version, box, deleted, digest} for every person the fleet has heard of."""
+        return {r["name"]: r for r in self.db.query("SELECT * FROM fleet_versions")}
+
+    def person_embeddings(self) -> dict[str, np.ndarray]:
+        """name -> (K, D) float32 embeddings of every enrolled person, in enrollment order."""
+        people: dict[str, list[np.ndarray]] = {}
+        for name, vector in self.db.execute("SELECT i.name, e.vector FROM embeddings e JOIN identities i "
+                                            "ON i.id = e.identity_id ORDER BY e.id"):
+            people.setdefault(name, []).append(np.frombuffer(vector, np.float32))
+        return {name: np.stack(vectors) for name, vectors in people.items()}
+
+    def save_fleet_state(self, state: dict, message: tuple[str, str] | None = None) -> int | None:
+        """Record a person's fleet version and, for a local change, queue its retained (topic, payload)
+        in the outbox, in one transaction; returns the outbox row id."""
+        def write():
+            self.db["fleet_versions"].upsert(state, pk="name", alter=False)
+            if message is None:
+                return None
+            identity_id = None if state["deleted"] else self.identity_id(state["name"])
+            # Tied to the person: forgetting them before delivery drops their embeddings from the queue too.
+            return self.db["outbox"].insert({"event_id": uuid.uuid4().hex, "topic": message[0],
+                                             "payload": message[1], "identity_id": identity_id,
+                                             "created_at": time.time(), "retain": 1}).last_pk
+        return self._write(write)
+
+    def apply_fleet_enrollment(self, state: dict, vectors: np.ndarray, source: str) -> None:
+        """Another box's version of a person wins: their embeddings become exactly `vectors`."""
+        def write():
+            row = self.db.execute("SELECT id FROM identities WHERE name = ?", [state["name"]]).fetchone()
+            identity_id = row[0] if row else self.db["identities"].insert(
+                {"name": state["name"], "created_at": time.time()}).last_pk
+            self.db.execute("DELETE FROM embeddings WHERE identity_id = ?", [identity_id])
+            self.db["embeddings"].insert_all(
+                {"identity_id": identity_id, "vector": np.asarray(v, np.float32).tobytes(), "source": source,
+                 "created_at": time.time()} for v in vectors)
+            self.db["fleet_versions"].upsert(state, pk="name", alter=False)
+        self._write(write)
+        self._gallery = None
 
     def close(self) -> None:
         self.db.conn.close()

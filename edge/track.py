@@ -47,6 +47,8 @@ class Track:
     decided: bool = False
     best_face_area: int = 0
     model_frame: int | None = None   # pipeline frame number of the last age/gender/embedding run
+    snapshot: np.ndarray | None = None   # crop of the best frame so far (only with snapshots on: edge/snapshots.py)
+    snapshot_quality: float = 0.0
 
     def add_observation(self, face: Face, per_frame_match: str | None) -> None:
         for values, value in ((self.ages, face.age), (self.female_probabilities, face.female_probability),

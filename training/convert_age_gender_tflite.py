@@ -20,6 +20,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -60,7 +61,7 @@ def to_tflite(out: Path) -> None:
         import ai_edge_torch as converter
 
 
-    for task, (_src, dst, size) in SOURCES.items():
+    for task, (_src, dst, size) in tqdm(SOURCES.items(), desc="converting to tflite", unit="model", disable=None):
         model = onnx.load(str(out / f"{dst}.onnx"))
         # onnx2torch supports opset <= 17. The only opset-18 change these graphs touch is Pad's optional
         # `axes` input, which they do not use, so relabelling is exact.
@@ -131,7 +132,7 @@ def real_chips(max_lfw: int) -> dict[str, np.ndarray]:
     hog = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(package_dir() / "shape_predictor_5_face_landmarks.dat"))
     chips = {task: [] for task in SOURCES}
-    for rgb in images:
+    for rgb in tqdm(images, desc="aligning chips", unit="photo", disable=None):
         for rect in hog(rgb, 0):
             shape = predictor(rgb, rect)
             for task, (_s, _d, size) in SOURCES.items():

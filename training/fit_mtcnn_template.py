@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -88,7 +89,7 @@ def collect(paths: list[Path], backend: str) -> tuple[np.ndarray, np.ndarray, li
     hog = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(package_dir() / "shape_predictor_5_face_landmarks.dat"))
     dlib_pts, mtcnn_pts, names = [], [], []
-    for path in paths:
+    for path in tqdm(paths, desc=f"landmarks ({backend})", unit="photo", disable=None):
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         rects = hog(rgb, 1 if max(rgb.shape) < 400 else 0)  # LFW faces are small enough to need one upsample
         faces = detector.detect(rgb)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = PROJECT_ROOT / "edge" / "demo"
@@ -284,7 +285,7 @@ def render(out_dir: Path, src: dict, seed: int, noise_sigma: float) -> dict:
     empty_frames: list[int] = []
     # slow illumination drift (lights / auto-exposure) + per-frame flicker
     phase = rng.uniform(0, 2 * math.pi)
-    for i in range(N_FRAMES):
+    for i in tqdm(range(N_FRAMES), desc="rendering demo.mp4", unit="frame", disable=None):
         t = i / FPS
         frame = background.copy()
         anyone = False

@@ -1,0 +1,118 @@
+"""Snapshots: a cropped JPEG of each track's best frame, on `<prefix>/snapshot/<name>` (as Frigate does).
+
+Face images, so everything here is off unless `snapshots.enabled` (MQTT, sent only while connected,
+never queued on disk) or `snapshots.keep_thumbnails` (owner-only files with their own retention,
+erased with the person) is switched on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import AppConfig, SnapshotsConfig
+
+log = logging.getLogger(__name__)
+
+
+def wanted(cfg: AppConfig) -> bool:
+    return cfg.snapshots.enabled or cfg.snapshots.keep_thumbnails
+
+
+def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], cfg: SnapshotsConfig) -> np.ndarray:
+    """The face box plus a margin, clipped to the frame, shrunk to at most max_size on its longest side."""
+    x, y, w, h = box
+    mx, my = int(w * cfg.margin), int(h * cfg.margin)
+    height, width = image_bgr.shape[:2]
+    x0, y0 = max(0, x - mx), max(0, y - my)
+    x1, y1 = min(width, x + w + mx), min(height, y + h + my)
+    crop = image_bgr[y0:y1, x0:x1]
+    scale = cfg.max_size / max(crop.shape[:2])
+    if scale < 1:
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(crop)    # a copy: the frame buffer is reused by capture
+
+
+def offer(track, face, image_bgr: np.ndarray, cfg: SnapshotsConfig) -> None:
+    """Keep this frame's crop on the track if it is its best so far (largest, most confident face)."""
+    quality = face.box[2] * face.box[3] * face.score
+    if quality > track.snapshot_quality:
+        track.snapshot_quality = quality
+        track.snapshot = crop_face(image_bgr, face.box, cfg)
+
+
+def person_slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40] or "person"
+    return f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
+def thumbnail_dir(cfg: AppConfig) -> Path:
+    return cfg.store.path.parent / "thumbnails"
+
+
+def erase_thumbnails(cfg: AppConfig, name: str) -> int:
+    """A forgotten person's thumbnails go with their embeddings."""
+    erased = 0
+    for path in thumbnail_dir(cfg).glob(f"*_{person_slug(name)}.jpg"):
+        path.unlink(missing_ok=True)
+        erased += 1
+    return erased
+
+
+class Snapshots:
+    def __init__(self, cfg: AppConfig, publisher=None):
+        self.cfg = cfg.snapshots
+        self.publisher = publisher if cfg.snapshots.enabled else None
+        self.topic_root = f"{cfg.mqtt.prefix}/snapshot"
+        self.thumbnail_dir = thumbnail_dir(cfg)
+        self.thumbnails = self.thumbnail_dir if cfg.snapshots.keep_thumbnails else None
+        self.published = 0
+        self._sent: dict[str, np.ndarray] = {}     # track -> crop last sent, so an unchanged one is not resent
+
+    def observe(self, event) -> None:
+        """On face_identified and face_left, send the track's best crop if it changed since last sent."""
+        payload = event.payload
+        crop = getattr(event, "snapshot", None)
+        track = payload.get("track_id")
+        if payload.get("type") not in ("face_identified", "face_left") or crop is None:
+            return
+        if self._sent.get(track) is not crop:
+            identity = payload.get("identity")
+            name = identity["name"] if identity else "unknown"
+            ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+            if ok:
+                self._send(track, name, jpeg.tobytes())
+            self._sent[track] = crop
+        if payload["type"] == "face_left":
+            self._sent.pop(track, None)
+
+    def _send(self, track: str, name: str, jpeg: bytes) -> None:
+        if self.publisher is not None and self.publisher.publish_now(f"{self.topic_root}/{name}", jpeg,
+                                                                     retain=self.cfg.retain, qos=1):
+            self.published += 1
+        if self.thumbnails is not None:
+            self.thumbnails.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for older in self.thumbnails.glob(f"{track}_*.jpg"):   # e.g. kept as unknown, then recognised
+                older.unlink(missing_ok=True)
+            path = self.thumbnails / f"{track}_{person_slug(name)}.jpg"
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(jpeg)
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete thumbnails older than thumbnail_retention_days; all of them once keep_thumbnails is off."""
+        if not self.thumbnail_dir.is_dir():
+            return 0
+        cutoff = (now or time.time()) - self.cfg.thumbnail_retention_days * 86400
+        old = [p for p in self.thumbnail_dir.glob("*.jpg") if self.thumbnails is None or p.stat().st_mtime < cutoff]
+        for path in old:
+            path.unlink(missing_ok=True)
+        return len(old)

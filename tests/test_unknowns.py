@@ -1,0 +1,191 @@
+"""Unknown faces: kept by the real daemon, clustered, named into the gallery, forgotten, purged; clustering
+purity on real photos; progress bars on a terminal only."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import pty
+import sqlite3
+import struct
+import subprocess
+import termios
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DEMO_GALLERY, DEMO_VIDEO, ROOT, edge_command, run_edge
+from edge.config import load_config
+from edge.store import Store
+from edge.unknowns import cluster_labels, clusters, purity
+
+# The measurement script itself, loaded by path (training/ is not a package).
+_spec = importlib.util.spec_from_file_location("measure_unknown_clusters",
+                                               ROOT / "training" / "measure_unknown_clusters.py")
+measure = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(measure)
+
+
+def demo_run(db, *extra: str) -> list[dict]:
+    result = run_edge("run", "--source", str(DEMO_VIDEO), "--print-events", "--set", "capture.pace=every_frame",
+                      "--set", "mqtt.enabled=false", "--set", f"store.path={db}", *extra)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def unknowns_list(db) -> list[dict]:
+    result = run_edge("unknowns", "list", "--json", "--set", f"store.path={db}")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_demo_unknowns_are_clustered_named_and_then_recognised(tmp_path):
+    db = tmp_path / "edge.db"
+    events = demo_run(db)     # empty gallery: everyone is unknown
+    unknown_tracks = {e["track_id"] for e in events if e["type"] == "face_identified" and e["identity"] is None}
+    assert len(unknown_tracks) == 3          # Eileen Collins passes twice, Grace Hopper once
+
+    groups = unknowns_list(db)
+    # Eileen's two passes are one person, Grace Hopper another: two clusters, oldest first.
+    assert [g["count"] for g in groups] == [2, 1]
+    assert {t for g in groups for t in g["tracks"]} == unknown_tracks
+    assert groups[0]["gender"] == "female" and groups[0]["spread"] < 0.3
+    assert oct(db.stat().st_mode & 0o777) == "0o600"
+    text = run_edge("unknowns", "list", "--set", f"store.path={db}").stdout
+    assert text.startswith("cluster 1: 2 track(s)")
+
+    bad = run_edge("unknowns", "name", "1", "a/b", "--set", f"store.path={db}")
+    assert bad.returncode == 4 and "invalid name" in bad.stderr
+    named = run_edge("unknowns", "name", "1", "eileen", "--set", f"store.path={db}")
+    assert named.returncode == 0, named.stderr
+    people = json.loads(run_edge("identities", "list", "--json", "--set", f"store.path={db}").stdout)
+    # Two embeddings without any photo, and the two past sightings now belong to her.
+    assert [(p["name"], p["embeddings"], p["sightings"]) for p in people] == [("eileen", 2, 2)]
+    assert [g["count"] for g in unknowns_list(db)] == [1]
+
+    events = demo_run(db)
+    decided = [e for e in events if e["type"] == "face_identified"]
+    assert sorted(str(e["identity"] and e["identity"]["name"]) for e in decided) == ["None", "eileen", "eileen"]
+    # Grace Hopper's second visit joins her first one.
+    assert [g["count"] for g in unknowns_list(db)] == [2]
+
+    with sqlite3.connect(db) as connection:
+        vector = connection.execute("SELECT vector FROM unknowns").fetchone()[0]
+    forgot = run_edge("unknowns", "forget", "1", "--set", f"store.path={db}")
+    assert forgot.returncode == 0 and "2 unknown track(s) erased" in forgot.stdout
+    assert unknowns_list(db) == []
+    assert vector not in db.read_bytes()      # VACUUMed: the bytes are gone, not just unlinked
+    missing = run_edge("unknowns", "forget", "1", "--set", f"store.path={db}")
+    assert missing.returncode == 1 and "no unknown cluster 1" in missing.stderr
+
+
+def keep(store: Store, track: str, vector, last_seen: float) -> None:
+    store.keep_unknown({"track": track, "camera": "camera", "first_seen": last_seen - 5, "last_seen": last_seen,
+                        "age": 40.0, "gender": "male", "gender_confidence": 0.9, "frames": 30}, vector, 10)
+
+
+def test_daemon_purges_old_unknowns_and_keeps_none_when_switched_off(tmp_path):
+    from edge.daemon import Daemon
+    from edge.models.loader import load_models
+
+    db = tmp_path / "edge.db"
+    store = Store(db)
+    rng = np.random.default_rng(0)
+    keep(store, "old", rng.normal(0, 0.05, 128), time.time() - 40 * 86400)
+    keep(store, "recent", rng.normal(0, 0.05, 128), time.time() - 86400)
+    common = ["capture.pace=every_frame", "mqtt.enabled=false", f"store.path={db}", f"source={DEMO_VIDEO}"]
+    cfg = load_config(None, common)
+    models = load_models(cfg)
+    Daemon(cfg, max_frames=2, models=models, store=store).run()     # purges at the end of its first loop
+    assert [r["track"] for r in store.unknown_faces()] == ["recent"]
+
+    events = []
+    cfg = load_config(None, common + ["unknowns.keep=false"])
+    Daemon(cfg, max_frames=70, models=models, store=store, on_event=events.append).run()
+    assert any(e["type"] == "face_identified" and e["identity"] is None for e in events)   # someone unknown came
+    assert store.unknown_faces() == []         # ... and nothing was kept; the earlier row is erased too
+    store.close()
+
+
+def test_unknown_track_recognised_later_is_dropped(tmp_path):
+    from edge.pipeline import Event
+    from edge.unknowns import remember
+
+    store = Store(tmp_path / "edge.db")
+    sighting = {"track": "t1", "camera": "camera", "first_seen": 1.0, "last_seen": 2.0, "age": 30.0,
+                "gender": "female", "gender_confidence": 0.9, "frames": 12}
+    base = {"track_id": "t1", "frames_averaged": 8}
+    vector = np.full(128, 0.1, np.float32)
+    remember(store, Event({**base, "type": "face_appeared", "identity": None}, sighting, vector), 5)
+    assert store.unknown_faces() == []                      # not decided yet
+    remember(store, Event({**base, "type": "face_identified", "identity": None}, sighting, vector), 5)
+    assert [r["track"] for r in store.unknown_faces()] == ["t1"]
+    np.testing.assert_array_equal(store.unknown_faces()[0]["vector"], vector)
+    remember(store, Event({**base, "type": "face_identified", "identity": {"name": "ann"}}, sighting, vector), 5)
+    assert store.unknown_faces() == []
+
+
+def test_cluster_labels_follow_the_threshold():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 128), rng.normal(0, 1, 128)
+    a, b = a / np.linalg.norm(a) * 0.5, b / np.linalg.norm(b) * 0.5     # |a - b| is about 0.7
+    vectors = np.stack([a + rng.normal(0, 0.01, 128) for _ in range(3)] + [b + rng.normal(0, 0.01, 128)
+                                                                          for _ in range(2)])
+    labels = cluster_labels(vectors, 0.6)
+    assert len(set(labels[:3])) == 1 and len(set(labels[3:])) == 1 and labels[0] != labels[3]
+    assert len(set(cluster_labels(vectors, 1.5))) == 1
+    assert list(cluster_labels(vectors[:1], 0.6)) == [0] and len(cluster_labels(vectors[:0], 0.6)) == 0
+    assert purity(np.array([0, 0, 0, 1, 1]), ["x", "x", "y", "y", "y"]) == pytest.approx(4 / 5)
+
+
+def test_clusters_are_numbered_oldest_first(tmp_path):
+    store = Store(tmp_path / "edge.db")
+    keep(store, "late", np.full(128, 0.2), 2000.0)
+    keep(store, "early", np.full(128, -0.2), 1000.0)
+    keep(store, "late2", np.full(128, 0.21), 3000.0)
+    groups = clusters(store, 0.6)
+    assert [(g.number, g.tracks) for g in groups] == [(1, ["early"]), (2, ["late", "late2"])]
+
+
+def test_clusters_match_people_on_the_identity_sets(shared_datasets):
+    cfg = load_config()
+    threshold, linkage = cfg.unknowns.cluster_threshold or cfg.identity.threshold, cfg.unknowns.linkage
+    models = measure.load_models(cfg)
+    vectors, people, missed = measure.embed(models, measure.people_set(shared_datasets), "people")
+    result = measure.measure(vectors, people, threshold, linkage)
+    # Measured at the defaults (0.5, average): 16 of the 18 photos have a Haar face; 7 clusters for 6 people
+    # (one person split in two), purity 1.0.
+    assert missed <= 2 and result["people"] == 6
+    assert result["purity"] == 1.0 and 6 <= result["clusters"] <= 7, result
+
+    vectors, people, missed = measure.embed(models, measure.lfw_set(40, shared_datasets), "lfw")
+    result = measure.measure(vectors, people, threshold, linkage)
+    # Measured on these 82 photos of 40 people: 42 clusters, purity 1.0.
+    assert result["purity"] >= 0.97 and result["people"] <= result["clusters"] <= result["people"] + 4, result
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    photo = str(DEMO_GALLERY / "eileen_collins.jpg")
+    args = ["enroll", "eileen", photo, photo, "--set", f"store.path={tmp_path / 'edge.db'}"]
+    piped = run_edge(*args)
+    assert piped.returncode == 0 and "enrolling" not in piped.stderr     # logs and pipes stay clean
+    leader, follower = pty.openpty()
+    # A fresh pty is 0 columns wide, and tqdm draws nothing on a zero-width terminal.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    process = subprocess.Popen(edge_command(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:        # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(60) == 0
+    os.close(leader)
+    assert b"enrolling eileen:   0%" in output and b"0/2" in output
