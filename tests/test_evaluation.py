@@ -17,7 +17,6 @@ from edge import evaluation as ev
 from edge.config import load_config
 
 COLLINS = DEMO_GALLERY / "eileen_collins.jpg"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def hopper_photo() -> str:
@@ -99,6 +98,14 @@ def test_open_set_identification():
     assert result["stranger_false_accept"] == pytest.approx(1 / 2)   # (1.2, 0) is 0.2 from b
 
 
+def test_averaging_windows_are_disjoint_and_nested():
+    sys.path.insert(0, str(ROOT / "training"))
+    from evaluate import windows
+    assert windows(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5]]
+    assert windows(list(range(20)), 10) == [list(range(10)), list(range(10, 20))]
+    assert windows([0, 1], 5) == [[0, 1]]          # a short clip still gives one sample
+
+
 # --- the CLI on real photos --------------------------------------------------------------------------
 def test_compare_same_person(tmp_path):
     result = run_edge("compare", str(COLLINS), str(astronaut_photo(tmp_path)), "--json")
@@ -160,13 +167,9 @@ def test_enroll_folder_uses_the_enroll_path(tmp_path):
 
 
 # --- the whole harness on a small real subset ---------------------------------------------------------
-def test_evaluate_harness_on_shared_subset(tmp_path):
-    if not SHARED.is_dir():
-        pytest.skip(f"shared datasets not found at {SHARED} (labelled photos are not shipped with the project)")
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("tqdm")
+def test_evaluate_harness_on_shared_subset(tmp_path, shared_datasets):
     result = subprocess.run(
-        [sys.executable, "training/evaluate.py", "--quick", "--datasets", str(SHARED), "--out", str(tmp_path),
+        [sys.executable, "training/evaluate.py", "--quick", "--datasets", str(shared_datasets), "--out", str(tmp_path),
          "--cache", str(tmp_path / "cache"), "--sections", "detection,attributes,verification,openset,averaging"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -178,6 +181,9 @@ def test_evaluate_harness_on_shared_subset(tmp_path):
     assert report["attributes"]["utkface"]["age"]["mae"] < 20
     assert report["verification"]["lfw"]["auc"] > 0.8
     assert 0.0 <= report["openset"]["people"]["rank1"] <= 1.0
-    assert [r["frames"] for r in report["averaging"]["identity"]["curve"]] == [1, 3]
+    curve = report["averaging"]["identity"]["curve"]
+    assert [r["frames"] for r in curve] == [1, 3]
+    assert curve[0]["samples"] == 3 * curve[1]["samples"]     # every 3-frame clip gives 3 one-frame windows
+    assert 0.0 <= curve[1]["decided"] <= 1.0
     assert (tmp_path / "accuracy.md").read_text().startswith("# Accuracy")
     assert (tmp_path / "accuracy_roc_lfw.png").stat().st_size > 0

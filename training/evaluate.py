@@ -12,7 +12,8 @@ Sections and the data each one reads (default: the shared datasets, ../shared/da
   verification  a pairs CSV (file_a,file_b,same[,fold]): accuracy at identity.threshold, ROC, AUC, TAR@FAR
   open set      a folder with one sub-folder per person: half the people enrolled with one photo each,
                 rank-1 on the others' photos, false accepts on the strangers' photos
-  averaging     synthetic clips (shift, scale, blur, brightness, noise) from stills; metrics vs frames averaged
+  averaging     synthetic clips (shift, scale, blur, brightness, noise) from stills; metrics vs frames averaged;
+                and on the shared real videos, tracked: N-frame identity decisions vs the whole track's
 
     python training/evaluate.py                       # everything on the shared datasets
     python training/evaluate.py --quick               # small subsets (the test suite runs this)
@@ -258,6 +259,8 @@ class Suite:
     people: dict[str, list[LabelledImage]] = field(default_factory=dict)
     averaging_attributes: list[LabelledImage] = field(default_factory=list)
     averaging_pairs: list = field(default_factory=list)
+    averaging_videos: list[tuple[Path, Path]] = field(default_factory=list)   # (video, gallery folder)
+    subsets: list[tuple[str, str]] = field(default_factory=list)    # (section, what was left out), for the report
 
 
 def shared_suite(root: Path, quick: bool) -> Suite:
@@ -267,6 +270,8 @@ def shared_suite(root: Path, quick: bool) -> Suite:
         suite.detection["detection_dlib"] = (root / "detection_dlib" / "boxes.csv", None, 3 if quick else None)
     if (root / "detection_masks" / "labels.csv").exists():
         suite.detection["detection_masks"] = (root / "detection_masks" / "labels.csv", None, 3 if quick else 200)
+        suite.subsets.append(("detection", "detection_masks: 200 of its 853 photos (every k-th file), to bound "
+                              "MTCNN's time"))
     if (root / "utkface" / "labels.csv").exists():
         utk = read_labels_csv(root / "utkface" / "labels.csv", pad=UTK_PAD)
         suite.attributes["utkface"] = subsample(utk, 12 if quick else None)
@@ -279,7 +284,16 @@ def shared_suite(root: Path, quick: bool) -> Suite:
         suite.pairs["lfw"] = subsample(pairs, 16 if quick else None)
         same = [p for p in pairs if p[3] == 0 and p[2]]
         diff = [p for p in pairs if p[3] == 0 and not p[2]]
-        suite.averaging_pairs = subsample(same, 1 if quick else 100) + subsample(diff, 1 if quick else 100)
+        suite.averaging_pairs = subsample(same, 2 if quick else 100) + subsample(diff, 2 if quick else 100)
+        suite.subsets.append(("averaging", "averaging: 150 UTKFace chips aged 10+ and 100 same + 100 different "
+                              "LFW pairs of fold 0 (every k-th), 20 synthetic frames each"))
+    if (root / "people").is_dir() and not quick:
+        # Real footage: Lin-Manuel Miranda (enrolled from people/) and audience members who are not enrolled;
+        # the street clip holds strangers only.
+        for video in (root / "people" / "_video" / "short_hamilton_clip.mp4",
+                      root / "video" / "covent_garden_walkers_facenet_pytorch.mp4"):
+            if video.exists():
+                suite.averaging_videos.append((video, root / "people"))
     if (root / "people").is_dir():
         suite.people["people"] = read_person_folders(root / "people")
     if not quick and (root / "lfw" / "labels.csv").exists():
@@ -362,6 +376,9 @@ def age_gender_metrics(pairs) -> dict:
         pred = np.array([f.age for _, f in aged])
         result["age"] = ev.regression_errors(truth, pred)
         result["age_adults"] = ev.regression_errors(truth[truth >= ADULT_AGE], pred[truth >= ADULT_AGE])
+        # UTKFace's sample is flat over ages up to 90, so "adults" leans on the old; 18-59 is a door camera's crowd.
+        working = (truth >= ADULT_AGE) & (truth < 60)
+        result["age_18_59"] = ev.regression_errors(truth[working], pred[working])
         result["age_bands"] = ev.errors_by_band(truth, pred, AGE_BANDS[:-1] + [np.inf])
     return result
 
@@ -538,56 +555,156 @@ def _seed(path: Path) -> int:
     return zlib.crc32(Path(path).name.encode())
 
 
+def windows(faces: list, n: int) -> list[list]:
+    """The clip's disjoint n-frame windows (at least one: a short clip gives all its frames)."""
+    return [faces[i * n:(i + 1) * n] for i in range(max(1, len(faces) // n))]
+
+
 def evaluate_averaging(analyzer: Analyzer, suite: Suite, plots: Path, frames=FRAMES_AVERAGED) -> dict:
     n_max = max(frames)
     result = {"frames": list(frames)}
     threshold = analyzer.cfg.identity.threshold
+    min_agreement = analyzer.cfg.identity.min_agreement
     if suite.averaging_attributes:
-        rows = []
+        rows, incomplete = [], 0
         for item in tqdm(suite.averaging_attributes, desc="averaging age/gender", unit="clip"):
             image = pad_image(load_image(item.path), item.pad)
             faces = clip_faces(analyzer, image, n_max, _seed(item.path), (str(item.path), item.pad))
-            if len(faces) >= n_max // 2:
+            # Only clips with a face in every frame: then every window count sees the same frames.
+            if len(faces) == n_max:
                 rows.append((item, faces))
+            else:
+                incomplete += 1
         analyzer.save()
         curve = []
-        for n in frames:
-            ages = np.array([np.mean([f.age for f in faces[:n]]) for _, faces in rows])
-            female = np.array([np.mean([f.female for f in faces[:n]]) for _, faces in rows])
-            truth_age = np.array([i.age for i, _ in rows])
+        for n in frames if rows else ():
+            # Every disjoint n-frame window of every clip is one sample: less luck than the first n frames only.
+            samples = [(item, window) for item, faces in rows for window in windows(faces, n)]
+            ages = np.array([np.mean([f.age for f in w]) for _, w in samples])
+            female = np.array([np.mean([f.female for f in w]) for _, w in samples])
+            truth_age = np.array([i.age for i, _ in samples])
             adult = truth_age >= ADULT_AGE
-            gender_ok = np.array([(p >= 0.5) == (i.gender == "female") for p, (i, _) in zip(female, rows)])
-            curve.append({"frames": n, "age_mae": ev.regression_errors(truth_age, ages)["mae"],
+            gender_ok = np.array([(p >= 0.5) == (i.gender == "female") for p, (i, _) in zip(female, samples)])
+            curve.append({"frames": n, "samples": len(samples),
+                          "age_mae": ev.regression_errors(truth_age, ages)["mae"],
                           "age_mae_adults": ev.regression_errors(truth_age[adult], ages[adult])["mae"],
                           "gender_accuracy": float(gender_ok.mean())})
         single = np.array([[f.age for f in faces[:n_max]] + [np.nan] * (n_max - len(faces[:n_max]))
                            for _, faces in rows])
-        result["attributes"] = {"clips": len(rows), "curve": curve,
-                                "per_frame_age_sd": float(np.nanmean(np.nanstd(single, axis=1)))}
+        result["attributes"] = {"clips": len(rows), "clips_with_missed_frames": incomplete, "curve": curve,
+                                "per_frame_age_sd": float(np.nanmean(np.nanstd(single, axis=1))) if rows
+                                else float("nan")}
     if suite.averaging_pairs:
-        rows = []
+        rows, incomplete = [], 0
         for a, b, same, _ in tqdm(suite.averaging_pairs, desc="averaging identity", unit="clip"):
             fa = central_face(analyzer.faces(a), *image_size(a))
             if fa is None:
                 continue
             faces = clip_faces(analyzer, load_image(b), n_max, _seed(b), (str(b), 0.0))
-            if len(faces) >= n_max // 2:
+            if len(faces) == n_max:
                 rows.append((fa.embedding, faces, same))
+            else:
+                incomplete += 1
         analyzer.save()
         curve = []
-        for n in frames:
-            d = np.array([np.linalg.norm(np.mean([f.embedding.astype(np.float32) for f in faces[:n]], axis=0) - g)
-                          for g, faces, _ in rows])
-            same = np.array([s for _, _, s in rows])
+        has_both = len({s for _, _, s in rows}) == 2       # a ROC needs same and different pairs
+        for n in frames if has_both else ():
+            samples = [(g, np.stack([f.embedding.astype(np.float32) for f in w]), s)
+                       for g, faces, s in rows for w in windows(faces, n)]
+            same = np.array([s for _, _, s in samples])
+            d = np.array([np.linalg.norm(e.mean(axis=0) - g) for g, e, _ in samples])
+            # pipeline._decide_identity: the averaged match decides only if identity.min_agreement of the
+            # per-frame matches say the same; otherwise the track waits for more frames.
+            per_frame = [np.linalg.norm(e - g, axis=1) < threshold for g, e, _ in samples]
+            accepted = d < threshold
+            agree = np.array([np.mean(pf == a) >= min_agreement for pf, a in zip(per_frame, accepted)])
             at = ev.verification_at(d, same, threshold)
-            curve.append({"frames": n, "accuracy": at["accuracy"], "tar": at["tar"], "far": at["far"],
-                          "auc": ev.roc_curve(d, same).auc, "same_distance_mean": float(d[same].mean()),
-                          "same_distance_max": float(d[same].max()),
-                          "different_distance_min": float(d[~same].min())})
-        result["identity"] = {"pairs": len(rows), "curve": curve}
+            curve.append({"frames": n, "samples": len(samples), "accuracy": at["accuracy"], "tar": at["tar"],
+                          "far": at["far"], "auc": ev.roc_curve(d, same).auc,
+                          "same_distance_mean": float(d[same].mean()), "same_distance_max": float(d[same].max()),
+                          "different_distance_min": float(d[~same].min()),
+                          "decided": float(agree.mean()),
+                          "decided_accuracy": float(np.mean(accepted[agree] == same[agree])) if agree.any()
+                          else float("nan")})
+        result["identity"] = {"pairs": len(rows), "clips_with_missed_frames": incomplete, "curve": curve}
+    if suite.averaging_videos:
+        result["video"] = {video.name: video_averaging(analyzer, video, gallery, frames)
+                           for video, gallery in suite.averaging_videos}
     if plots:
         plot_averaging(result, _plot(plots, "averaging.png"))
     return result
+
+
+def video_faces(analyzer: Analyzer, video: Path) -> list[list[FaceRecord]]:
+    """Faces of every frame of a video (cached per video)."""
+    key = ("video", str(video.resolve()))
+    if key not in analyzer.cache:
+        capture = cv2.VideoCapture(str(video))
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        frames = []
+        with tqdm(total=total, desc=f"video {video.name}", unit="frame") as bar:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                faces = analyzer.faces_in(frame)
+                for face in faces:
+                    face.embedding = face.embedding.astype(np.float16)
+                frames.append(_rows(faces))
+                bar.update()
+        capture.release()
+        analyzer.cache[key] = frames
+        analyzer._dirty += 1
+        analyzer.save()
+    return [_records(rows) for rows in analyzer.cache[key]]
+
+
+def video_averaging(analyzer: Analyzer, video: Path, gallery_folder: Path, frames) -> dict:
+    """Real footage, tracked as the daemon tracks it: does an N-frame average name a track as the whole
+    track's average does? (Whole-track decisions checked by eye on the shared clips: the enrolled person
+    is named, audience members and passers-by are unknown.)"""
+    from edge.face import Face
+    from edge.identify import match_many
+    from edge.store import Gallery
+    from edge.track import Tracker
+
+    names, vectors = [], []
+    for item in read_person_folders(gallery_folder):
+        face = largest_face(analyzer.faces(item.path))
+        if face is not None:
+            names.append(item.identity)
+            vectors.append(face.embedding)
+    gallery = Gallery(np.array(names, dtype=object), np.stack(vectors).astype(np.float32))
+    threshold = analyzer.cfg.identity.threshold
+    fps = cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FPS) or 25.0
+    tracker = Tracker(analyzer.cfg.tracking.iou_threshold, window=10 ** 6)
+    tracks: dict[int, list[np.ndarray]] = {}
+    for index, records in enumerate(video_faces(analyzer, video)):
+        faces = [Face(r.box, r.score, embedding=r.embedding.astype(np.float32)) for r in records]
+        tracked, _ = tracker.update(faces, index / fps)
+        for face in tracked:
+            tracks.setdefault(face.track_id, []).append(face.embedding)
+    long = {tid: np.stack(e) for tid, e in tracks.items() if len(e) >= max(frames)}
+    whole = {tid: match_many(e.mean(axis=0)[None], gallery, threshold)[0].name for tid, e in long.items()}
+    curve = []
+    for n in frames:
+        same, false_accepts, wrong_names, count, rule_named = 0, 0, 0, 0, 0
+        for tid, e in long.items():
+            for w in windows(list(e), n):
+                name = match_many(np.mean(w, axis=0)[None], gallery, threshold)[0].name
+                count += 1
+                same += name == whole[tid]
+                false_accepts += whole[tid] is None and name is not None
+                wrong_names += whole[tid] is not None and name is not None and name != whole[tid]
+                # The daemon also wants identity.min_agreement of the per-frame matches to say that name.
+                per_frame = [m.name for m in match_many(np.stack(w), gallery, threshold)]
+                agreed = per_frame.count(name) / len(per_frame) >= analyzer.cfg.identity.min_agreement
+                rule_named += agreed and name is not None and name != whole[tid]
+        curve.append({"frames": n, "windows": count, "agrees_with_track": same / count if count else float("nan"),
+                      "stranger_named": false_accepts, "wrong_name": wrong_names,
+                      "wrongly_named_with_agreement_rule": rule_named})
+    return {"tracks": len(long), "track_frames": [len(e) for e in long.values()],
+            "whole_track_names": sorted(str(n) for n in whole.values()), "curve": curve}
 
 
 # --- plots -------------------------------------------------------------------------------------------
@@ -632,7 +749,7 @@ def plot_age(pairs: np.ndarray, path: Path, name: str) -> None:
 
 def plot_averaging(result: dict, path: Path) -> None:
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.5))
     if "attributes" in result:
         c = result["attributes"]["curve"]
         axes[0].plot([r["frames"] for r in c], [r["age_mae_adults"] for r in c], "o-", label="adults")
@@ -645,6 +762,11 @@ def plot_averaging(result: dict, path: Path) -> None:
         c = result["identity"]["curve"]
         axes[2].plot([r["frames"] for r in c], [r["accuracy"] for r in c], "o-")
         axes[2].set_title("verification accuracy at threshold")
+    for video, v in result.get("video", {}).items():
+        c = v["curve"]
+        axes[3].plot([r["frames"] for r in c], [r["agrees_with_track"] for r in c], "o-", label=video[:18])
+        axes[3].set_title("real video: same name as whole track")
+        axes[3].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("frames averaged")
         ax.set_xscale("log")
@@ -664,7 +786,10 @@ def markdown(report: dict) -> str:
     lines = ["# Accuracy of the daemon's own pipeline", "",
              f"Produced by `training/evaluate.py` on {report['date']} ({report['elapsed_s']:.0f} s). Config in force: "
              f"detector `{report['config']['detector']}`, identity.threshold {report['config']['threshold']}, "
-             f"backend {report['config']['backend']}. Data: `{report['data']}`.", ""]
+             f"backend {report['config']['backend']}. Data: `{report['data']}`"
+             + (" (--quick: a few photos per set, for the tests)" if report.get("quick") else "")
+             + ("; every photo of each set except " + "; ".join(report["subsets"]) if report.get("subsets") else "")
+             + ". Per-photo results come from the cache when present, so the time above may be a re-run's.", ""]
     if "detection" in report:
         lines += ["## Face detection", "",
                   "| set | images | faces | detector | min_face | recall (IoU>=0.5) | precision (IoU>=0.5) | "
@@ -681,7 +806,8 @@ def markdown(report: dict) -> str:
     if "attributes" in report:
         lines += ["## Gender and age", "",
                   "| set | photos | face found | gender acc. | female recall | male recall | gender acc. adults | "
-                  "age MAE | age RMSE | age MAE adults | age RMSE adults |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "age MAE | age RMSE | age MAE adults | age RMSE adults |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in report["attributes"].items():
             g, ga = r.get("gender", {}), r.get("gender_adults", {})
             age, adults = r.get("age"), r.get("age_adults")
@@ -697,7 +823,8 @@ def markdown(report: dict) -> str:
                 lines += ["", f"Gender confusion, {name} (rows true, columns predicted): female -> "
                           f"[{c[0][0]} female, {c[0][1]} male], male -> [{c[1][0]} female, {c[1][1]} male]."]
             if "age_bands" in r:
-                lines += ["", f"Age error by band, {name}: " + "; ".join(
+                lines += ["", f"Age error by band, {name}: 18-59 together MAE {r['age_18_59']['mae']:.2f} "
+                          f"(n={r['age_18_59']['n']}); " + "; ".join(
                     f"{b['band']}: MAE {b['mae']:.1f}, bias {b['bias']:+.1f} (n={b['n']})"
                     for b in r["age_bands"] if b["n"])]
         lines.append("")
@@ -724,7 +851,8 @@ def markdown(report: dict) -> str:
         lines += ["## Open-set identification", "",
                   "Half the people enrolled with one photo each; probes = their other photos and every photo of "
                   "the other half (strangers); enrolled people and enrolment photo rotate over the splits.", "",
-                  "| set | people (enrolled) | photos | splits | enrolled probes | stranger probes | rank-1 (open set) | "
+                  "| set | people (enrolled) | photos | splits | enrolled probes | stranger probes | "
+                  "rank-1 (open set) | "
                   "rank-1 (closed set) | false reject | stranger false accept | threshold for 1% stranger FA | "
                   "rank-1 there |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in report["openset"].items():
@@ -739,26 +867,47 @@ def markdown(report: dict) -> str:
         lines.append("")
     if "averaging" in report:
         a = report["averaging"]
-        lines += ["## Multi-frame averaging (synthetic clips)", "",
-                  f"Each still becomes a {max(a['frames'])}-frame clip (rotation +-4 deg, scale 0.9-1.1, shift +-3%, Gaussian blur "
+        lines += ["## Multi-frame averaging (synthetic clips, then real video)", "",
+                  f"Each still becomes a {max(a['frames'])}-frame clip (rotation +-4 deg, scale 0.9-1.1, shift +-3%, "
+                  "Gaussian blur "
                   "sigma 0-1.5, gain 0.7-1.3, offset +-25, noise sigma 2-8); each frame goes through detection, "
-                  "landmarks, alignment and the models; outputs of the first N frames are averaged as track.py does. "
+                  "landmarks, alignment and the models; outputs of N frames are averaged as track.py does, over "
+                  "every disjoint N-frame window of every clip. `decided`: share of windows whose per-frame "
+                  "matches agree with the "
+                  "averaged one (identity.min_agreement), as the daemon requires before it names a track. "
                   "Identity: the gallery side is the still, the probe side the clip.", "",
                   "| frames | age MAE | age MAE adults | gender acc. | verification acc. | TAR | FAR | AUC | "
-                  "same-person distance mean / max | different-person distance min |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "same-person distance mean / max | different-person distance min | decided (agreement) | "
+                  "acc. when decided |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         att = {r["frames"]: r for r in a.get("attributes", {}).get("curve", [])}
         ide = {r["frames"]: r for r in a.get("identity", {}).get("curve", [])}
         for n in a["frames"]:
             x, y = att.get(n, {}), ide.get(n, {})
-            lines.append(f"| {n} | {x.get('age_mae', float('nan')):.2f} | {x.get('age_mae_adults', float('nan')):.2f} | "
+            nan = float("nan")
+            lines.append(f"| {n} | {x.get('age_mae', nan):.2f} | {x.get('age_mae_adults', nan):.2f} | "
                          f"{_pct(x.get('gender_accuracy'))} | {_pct(y.get('accuracy'))} | {_pct(y.get('tar'))} | "
                          f"{_pct(y.get('far'))} | {y.get('auc', float('nan')):.4f} | "
-                         f"{y.get('same_distance_mean', float('nan')):.3f} / {y.get('same_distance_max', float('nan')):.3f} | "
-                         f"{y.get('different_distance_min', float('nan')):.3f} |")
-        lines += ["", f"Clips: {a.get('attributes', {}).get('clips', 0)} (age/gender), "
-                  f"{a.get('identity', {}).get('pairs', 0)} pairs (identity). Per-frame age standard deviation "
+                         f"{y.get('same_distance_mean', nan):.3f} / {y.get('same_distance_max', nan):.3f} | "
+                         f"{y.get('different_distance_min', float('nan')):.3f} | {_pct(y.get('decided'))} | "
+                         f"{_pct(y.get('decided_accuracy'))} |")
+        att_all, ide_all = a.get("attributes", {}), a.get("identity", {})
+        lines += ["", f"Clips with a face found in all {max(a['frames'])} frames: {att_all.get('clips', 0)} "
+                  f"(age/gender; {att_all.get('clips_with_missed_frames', 0)} more lost the face in some frame "
+                  f"and are left out), {ide_all.get('pairs', 0)} pairs (identity; "
+                  f"{ide_all.get('clips_with_missed_frames', 0)} left out). Per-frame age standard deviation "
                   f"within a clip: {a.get('attributes', {}).get('per_frame_age_sd', float('nan')):.2f} years.", ""]
+        for video, v in a.get("video", {}).items():
+            lines += [f"Real footage, `{video}`: {v['tracks']} tracks of >= {max(a['frames'])} frames "
+                      f"({', '.join(map(str, v['track_frames']))} frames; whole-track decision: "
+                      f"{', '.join('unknown' if n == 'None' else n for n in v['whole_track_names'])}), gallery "
+                      "`people/`. Each track cut into disjoint N-frame windows, each window matched on its "
+                      "averaged embedding:", "",
+                      "| frames | windows | same decision as the whole track | stranger named | wrong name | "
+                      "wrongly named, with the agreement rule |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['frames']} | {r['windows']} | {_pct(r['agrees_with_track'])} | {r['stranger_named']} | "
+                      f"{r['wrong_name']} | {r['wrongly_named_with_agreement_rule']} |" for r in v["curve"]]
+            lines.append("")
     lines += ["Plots: " + ", ".join(f"`{p}`" for p in report.get("plots", [])), ""]
     return "\n".join(lines)
 
@@ -812,6 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     analyzer = Analyzer(cfg, cache)
     report: dict = {"date": time.strftime("%Y-%m-%d"), "data": str(args.datasets) if not custom else "user files",
                     "quick": args.quick,
+                    "subsets": [] if args.quick else [text for part, text in suite.subsets if part in sections],
                     "config": {"detector": cfg.detector.type, "threshold": cfg.identity.threshold,
                                "backend": {d.model: d.backend for d in analyzer.models.decisions}.get("embedding"),
                                "min_face": cfg.detector.min_face}}
@@ -833,7 +983,8 @@ def main(argv: list[str] | None = None) -> int:
             report["verification"] = evaluate_verification(analyzer, suite, plots)
         if "openset" in sections and suite.people:
             report["openset"] = evaluate_openset(analyzer, suite, plots)
-        if "averaging" in sections and (suite.averaging_attributes or suite.averaging_pairs):
+        if "averaging" in sections and (suite.averaging_attributes or suite.averaging_pairs
+                                         or suite.averaging_videos):
             report["averaging"] = evaluate_averaging(analyzer, suite, plots, (1, 3) if args.quick else FRAMES_AVERAGED)
     finally:
         analyzer.save()

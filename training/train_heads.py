@@ -3,19 +3,22 @@
 The embedding network stays frozen; a small MLP learns gender (logistic) and age (L1 regression) from
 UTKFace photos run through the daemon's own pipeline (`training/evaluate.py`'s cached Analyzer), with
 augmentation (mirrored and re-lit copies of each training photo through the full pipeline, plus
-Gaussian noise on embeddings while training). 25% of the photos, stratified by age band and gender,
-are held out; LFW (never trained on) is a second held-out set for gender. The heads are compared with
-the shipped age/gender models on exactly the same held-out faces and exported to ONNX. They ship
-(copied to models/ with a manifest entry) only with --ship *and* if they beat the shipped models;
-the report says which way it went: training/reports/heads.{md,json}, heads_curves.png.
+Gaussian noise on embeddings while training); the epoch kept is the one with the lowest loss on 15% of
+the training photos. 25% of the photos, stratified by age band and gender, are held out; LFW (never
+trained on, or with --lfw-train a quarter of its people) is a second held-out set for gender. The heads
+are compared with the shipped age/gender models on exactly the same held-out faces and exported to ONNX
+and TFLite (litert-torch, in its own venv: --tflite-python; both checked against torch). They ship
+(copied to models/ with a manifest entry) only with --ship *and* if they beat the shipped models; the
+report says which way it went: training/reports/heads.{md,json}, heads_curves.png (--name).
 
-    python training/train_heads.py [--epochs 400] [--augment 1] [--ship]
+    python training/train_heads.py [--epochs 300] [--augment 1] [--lfw-train --name heads_lfw_train] [--ship]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import zlib
@@ -26,8 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import (ADULT_AGE, DEFAULT_CACHE, REPORTS, ROOT, SHARED, UTK_PAD, Analyzer,  # noqa: E402
+from evaluate import (ADULT_AGE, DEFAULT_CACHE, REPORTS, SHARED, UTK_PAD, Analyzer,  # noqa: E402
                       central_face, image_size, pad_image, read_labels_csv)
+from heads_model import build_heads  # noqa: E402
 from edge import evaluation as ev  # noqa: E402
 from edge.config import load_config  # noqa: E402
 from edge.images import load_image  # noqa: E402
@@ -60,7 +64,8 @@ def embed_items(analyzer: Analyzer, items, augment: int, desc: str):
             if key not in analyzer.cache:
                 image = pad_image(load_image(item.path), item.pad)
                 border = int(round(max(h, w) * item.pad))
-                found = central_face(analyzer.faces_in(augmented_copy(image, zlib.crc32(repr(key).encode())), border), w, h)
+                copy_image = augmented_copy(image, zlib.crc32(repr(key).encode()))
+                found = central_face(analyzer.faces_in(copy_image, border), w, h)
                 analyzer.cache[key] = None if found is None else found.embedding
                 analyzer._dirty += 1
                 if analyzer._dirty >= 100:
@@ -89,51 +94,60 @@ def stratified_split(items, share: float, seed: int) -> np.ndarray:
     return held
 
 
-def build_heads(torch, hidden: int):
-    class Heads(torch.nn.Module):
-        """Embedding (N, 128) -> [female probability, age in years] (N, 2)."""
-
-        def __init__(self):
-            super().__init__()
-            self.trunk = torch.nn.Sequential(torch.nn.Linear(128, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.2))
-            self.gender = torch.nn.Linear(hidden, 1)
-            self.age = torch.nn.Linear(hidden, 1)
-
-        def forward(self, x):
-            z = self.trunk(x * 10.0)        # dlib embeddings have components of ~0.1
-            return torch.cat([torch.sigmoid(self.gender(z)), 40.0 + 20.0 * self.age(z)], dim=1)
-    return Heads()
+def age_loss(torch, predicted, age):
+    """Smooth L1 in decades, over the rows that have an age (LFW rows carry gender only)."""
+    aged = torch.isfinite(age)
+    if not aged.any():
+        return predicted.sum() * 0.0
+    return torch.nn.functional.smooth_l1_loss(predicted[aged], age[aged]) / 10
 
 
-def train(train_set, val_set, epochs: int, hidden: int, seed: int):
+def lfw_held_out(item) -> bool:
+    """A quarter of LFW's people, by name: nobody is on both sides of the split."""
+    return zlib.crc32(item.identity.encode()) % 4 == 0
+
+
+def merge(a: dict, b: dict) -> dict:
+    return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
+def train(train_set, select_set, test_set, epochs: int, hidden: int, seed: int):
+    """AdamW on the training rows; the weights kept are those of the epoch with the lowest loss on
+    `select_set` (carved from the training photos). `test_set` is only recorded, never used to choose."""
+    import copy
+
     import torch
     torch.manual_seed(seed)
     model = build_heads(torch, hidden)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
     x, age, female = (torch.tensor(train_set[k]) for k in ("x", "age", "female"))
-    vx, vage, vfemale = (torch.tensor(val_set[k]) for k in ("x", "age", "female"))
+    sets = {name: tuple(torch.tensor(data[k]) for k in ("x", "age", "female"))
+            for name, data in (("train", train_set), ("select", select_set), ("val", test_set))}
     bce = torch.nn.BCELoss()
-    history = []
+    history, best = [], (np.inf, 0, None)
     for epoch in tqdm(range(epochs), desc="training heads", unit="epoch"):
         model.train()
         for batch in torch.randperm(len(x)).split(128):
             noisy = x[batch] + 0.01 * torch.randn_like(x[batch])      # embedding-space augmentation
             out = model(noisy)
-            loss = bce(out[:, 0], female[batch]) + torch.nn.functional.smooth_l1_loss(out[:, 1], age[batch]) / 10
+            loss = bce(out[:, 0], female[batch]) + age_loss(torch, out[:, 1], age[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
         model.eval()
         with torch.no_grad():
             row = {"epoch": epoch + 1}
-            for name, (bx, bage, bfemale) in (("train", (x, age, female)), ("val", (vx, vage, vfemale))):
+            for name, (bx, bage, bfemale) in sets.items():
                 out = model(bx)
-                row[f"{name}_loss"] = float(bce(out[:, 0], bfemale)
-                                            + torch.nn.functional.smooth_l1_loss(out[:, 1], bage) / 10)
+                row[f"{name}_loss"] = float(bce(out[:, 0], bfemale) + age_loss(torch, out[:, 1], bage))
                 row[f"{name}_gender_acc"] = float(((out[:, 0] >= 0.5).float() == bfemale).float().mean())
-                row[f"{name}_age_mae"] = float((out[:, 1] - bage).abs().mean())
+                aged = torch.isfinite(bage)
+                row[f"{name}_age_mae"] = float((out[aged, 1] - bage[aged]).abs().mean())
             history.append(row)
-    return model, history
+        if row["select_loss"] < best[0]:
+            best = (row["select_loss"], epoch + 1, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[2])
+    return model, history, best[1]
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
@@ -158,7 +172,16 @@ def compare(name: str, truth_age, truth_female, heads_out, shipped_age, shipped_
     return result
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+def paired_difference(heads, shipped, seed: int, rounds: int = 2000) -> dict:
+    """Mean of heads - shipped per face (absolute errors, or 1/0 correct), with a bootstrap 95% interval."""
+    diff = np.asarray(heads, np.float64) - np.asarray(shipped, np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (rounds, len(diff)))].mean(axis=1)
+    return {"mean": float(diff.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "faces": int(len(diff))}
+
+
+def plot_curves(history: list[dict], best_epoch: int, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -166,7 +189,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, key, title in zip(axes, ("loss", "gender_acc", "age_mae"), ("loss", "gender accuracy", "age MAE")):
         ax.plot(epochs, [h[f"train_{key}"] for h in history], label="train (augmented)")
+        ax.plot(epochs, [h[f"select_{key}"] for h in history], label="selection (early stopping)")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], label="held out")
+        ax.axvline(best_epoch, color="k", linestyle="--", linewidth=1)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
@@ -184,6 +209,31 @@ def export_onnx(model, path: Path) -> None:
                       opset_version=17, dynamo=False)
 
 
+def export_tflite(model, hidden: int, path: Path, python: Path) -> str | None:
+    """TFLite through litert-torch, which lives in its own venv (it pins other torch/numpy builds)."""
+    import torch
+    if not python.exists():
+        return f"not exported: no litert-torch venv at {python} (see training/requirements.txt)"
+    state = path.with_suffix(".pt")
+    torch.save({"hidden": hidden, "state": model.state_dict()}, state)
+    done = subprocess.run([str(python), str(Path(__file__).with_name("heads_model.py")), str(state), str(path)],
+                          capture_output=True, text=True)
+    return None if done.returncode == 0 else "not exported: " + done.stderr.strip().splitlines()[-1]
+
+
+def tflite_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for row in x:     # exported with a fixed batch of 1
+        interpreter.set_tensor(inp["index"], row[None].astype(np.float32))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(out["index"])[0])
+    return np.array(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path)
@@ -191,11 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", type=Path, default=SHARED)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument("--name", default="heads", help="report file stem (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--augment", type=int, default=1, help="augmented copies per training photo")
     parser.add_argument("--limit", type=int, help="use only N UTKFace photos (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lfw-train", action="store_true",
+                        help="also train gender on 3/4 of LFW's people (held out: the other quarter)")
+    parser.add_argument("--tflite-python", type=Path, default=Path("/work/venv-mtcnn-tflite/bin/python"),
+                        help="python of a venv with litert-torch, for the TFLite export (default %(default)s)")
     parser.add_argument("--ship", action="store_true", help="copy the heads to models/ if they beat the shipped ones")
     args = parser.parse_args(argv)
 
@@ -206,14 +261,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         utk = utk[:: max(1, len(utk) // args.limit)][: args.limit]
     held = stratified_split(utk, 0.25, args.seed)
-    train_set = embed_items(analyzer, [u for u, h in zip(utk, held) if not h], args.augment, "UTKFace train")
+    train_items = [u for u, h in zip(utk, held) if not h]
+    select = stratified_split(train_items, 0.15, args.seed + 1)     # early stopping, from the training photos
+    select_set = embed_items(analyzer, [u for u, s in zip(train_items, select) if s], 0, "UTKFace selection")
+    train_set = embed_items(analyzer, [u for u, s in zip(train_items, select) if not s], args.augment,
+                            "UTKFace train")
     val_set = embed_items(analyzer, [u for u, h in zip(utk, held) if h], 0, "UTKFace held out")
+    utk_train_photos = int(len(set(train_set["index"].tolist())))
     lfw = read_labels_csv(args.datasets / "lfw" / "labels.csv")
-    lfw_set = embed_items(analyzer, lfw[:: max(1, len(lfw) // (100 if args.limit else 100_000))], 0, "LFW (gender)")
+    lfw = lfw[:: max(1, len(lfw) // (100 if args.limit else 100_000))]
+    if args.lfw_train:
+        # Gender only; the LFW comparison below is then on the held-out quarter of LFW's people.
+        train_set = merge(train_set, embed_items(analyzer, [i for i in lfw if not lfw_held_out(i)], 0,
+                                                 "LFW train (gender)"))
+        lfw = [i for i in lfw if lfw_held_out(i)]
+    lfw_set = embed_items(analyzer, lfw, 0, "LFW (gender)")
 
-    model, history = train(train_set, val_set, args.epochs, args.hidden, args.seed)
+    model, history, best_epoch = train(train_set, select_set, val_set, args.epochs, args.hidden, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    plot_curves(history, args.out / "heads_curves.png")
+    plot_curves(history, best_epoch, args.out / f"{args.name}_curves.png")
     results = {
         "utkface_held_out": compare("utkface", val_set["age"], val_set["female"], predict(model, val_set["x"]),
                                     val_set["shipped_age"], val_set["shipped_female"]),
@@ -221,30 +287,52 @@ def main(argv: list[str] | None = None) -> int:
                        predict(model, lfw_set["x"]), lfw_set["shipped_age"], lfw_set["shipped_female"]),
     }
     u, lf = results["utkface_held_out"], results["lfw"]
+    # Gender: better on both held-out sets, and on both pooled beyond chance (95% interval above zero).
+    pooled = merge(val_set, lfw_set)
+    gender_gain = paired_difference((predict(model, pooled["x"])[:, 0] >= 0.5) == (pooled["female"] >= 0.5),
+                                    (pooled["shipped_female"] >= 0.5) == (pooled["female"] >= 0.5), args.seed)
     gender_better = (u["heads"]["gender"]["accuracy"] > u["shipped"]["gender"]["accuracy"]
-                     and lf["heads"]["gender"]["accuracy"] > lf["shipped"]["gender"]["accuracy"])
-    age_better = u["heads"]["age_adults"]["mae"] < u["shipped"]["age_adults"]["mae"]
+                     and lf["heads"]["gender"]["accuracy"] > lf["shipped"]["gender"]["accuracy"]
+                     and gender_gain["ci95"][0] > 0)
+    # Better on adults by more than chance: the whole 95% interval of the paired MAE difference below zero.
+    adult = val_set["age"] >= ADULT_AGE
+    truth = val_set["age"][adult]
+    age_gain = paired_difference(np.abs(predict(model, val_set["x"])[adult, 1] - truth),
+                                 np.abs(val_set["shipped_age"][adult] - truth), args.seed)
+    age_better = age_gain["ci95"][1] < 0
     onnx_path = Path("/tmp") / "edge_heads_v1.onnx"
     export_onnx(model, onnx_path)
     import onnxruntime
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_out = session.run(None, {"embedding": val_set["x"]})[0]
     parity = float(np.abs(onnx_out - predict(model, val_set["x"])).max())
+    tflite_path = onnx_path.with_suffix(".tflite")
+    tflite_error = export_tflite(model, args.hidden, tflite_path, args.tflite_python)
+    tflite_parity = (float(np.abs(tflite_outputs(tflite_path, val_set["x"]) - predict(model, val_set["x"])).max())
+                     if tflite_error is None else None)
     shipped = bool(args.ship and gender_better and age_better)
     report = {"date": time.strftime("%Y-%m-%d"), "elapsed_s": time.time() - started,
-              "train_faces": int(len(train_set["x"])), "train_photos": int(len(set(train_set["index"].tolist()))),
+              "train_faces": int(len(train_set["x"])), "train_photos": utk_train_photos,
               "held_out_faces": int(len(val_set["x"])), "lfw_faces": int(len(lfw_set["x"])),
-              "augment_copies": args.augment, "epochs": args.epochs, "hidden": args.hidden,
+              "augment_copies": args.augment, "lfw_train": args.lfw_train, "name": args.name,
+              "epochs": args.epochs, "best_epoch": best_epoch, "selection_faces": int(len(select_set["x"])),
+              "hidden": args.hidden,
               "final": history[-1], "results": results, "gender_heads_better": gender_better,
+              "age_adults_mae_difference": age_gain, "gender_accuracy_difference": gender_gain,
               "age_heads_better": age_better, "onnx": str(onnx_path), "onnx_max_abs_diff": parity,
+              "tflite": tflite_error or str(tflite_path), "tflite_max_abs_diff": tflite_parity,
               "shipped": shipped}
-    if shipped:
-        raise SystemExit("shipping the heads needs an EmbeddingHeads model class and a manifest entry: "
-                         "not wired yet; the ONNX file is at " + str(onnx_path))
-    (args.out / "heads.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    (args.out / "heads.md").write_text(markdown(report))
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
+    if shipped:
+        # Never happened on the shared data (see heads.md), so the daemon has no model class for the heads.
+        raise SystemExit("the heads beat the shipped models: add an EmbeddingHeads model class, copy "
+                         f"{onnx_path} to models/, add it to training/build_manifest.py SPECS and rerun it")
     return 0
+
+
+LFW_TRAIN_NOTE = ", plus gender on the photos of 3/4 of LFW's people"
 
 
 def markdown(r: dict) -> str:
@@ -260,15 +348,28 @@ def markdown(r: dict) -> str:
         f"`training/train_heads.py`, {r['date']}: MLP 128 -> {r['hidden']} -> (gender, age) on frozen dlib-ResNet "
         f"embeddings from the daemon's own pipeline; {r['train_photos']} UTKFace training photos "
         f"({r['train_faces']} faces with {r['augment_copies']} augmented copy per photo: mirror, gain, offset, "
-        f"blur), {r['epochs']} epochs, embedding noise. Held out: 25% of UTKFace (stratified by age band and "
-        f"gender) and LFW (gender only, never trained on). Curves: `heads_curves.png`.", "",
+        f"blur){LFW_TRAIN_NOTE if r.get('lfw_train') else ''}, "
+        f"up to {r['epochs']} epochs with embedding noise, keeping epoch {r['best_epoch']} (lowest loss on "
+        f"{r['selection_faces']} selection faces: 15% of the training photos). Held out: 25% of UTKFace "
+        "(stratified by age band and gender) and "
+        + ("the other quarter of LFW's people (gender only)" if r.get("lfw_train") else
+           "LFW (gender only, never trained on)") + f". Curves: `{r['name']}_curves.png`.", "",
         "| held-out set | model | faces | gender acc. | gender acc. adults | age MAE | age MAE adults | "
         "age RMSE adults |", "|---|---|---|---|---|---|---|---|",
         row("UTKFace 25%", "heads", u), row("UTKFace 25%", "shipped", u), row("LFW", "heads", lf),
         row("LFW", "shipped", lf), "",
-        f"Gender heads better on both sets: {r['gender_heads_better']}; age heads better on adults: "
-        f"{r['age_heads_better']}. ONNX export (`{r['onnx']}`) matches torch within {r['onnx_max_abs_diff']:.1e}. "
-        f"Shipped: {'yes' if r['shipped'] else 'no'}.", ""])
+        f"Gender heads better on both sets and beyond chance: {r['gender_heads_better']} (pooled accuracy "
+        f"difference heads - shipped {100 * r['gender_accuracy_difference']['mean']:+.2f} points, bootstrap 95% "
+        f"interval {100 * r['gender_accuracy_difference']['ci95'][0]:+.2f} to "
+        f"{100 * r['gender_accuracy_difference']['ci95'][1]:+.2f}); age heads better on adults beyond "
+        "chance: "
+        f"{r['age_heads_better']} (adult MAE difference heads - shipped {r['age_adults_mae_difference']['mean']:+.2f} "
+        f"years, bootstrap 95% interval {r['age_adults_mae_difference']['ci95'][0]:+.2f} to "
+        f"{r['age_adults_mae_difference']['ci95'][1]:+.2f}). ONNX export (`{r['onnx']}`) matches torch within "
+        f"{r['onnx_max_abs_diff']:.1e}; "
+        + (f"TFLite (`{r['tflite']}`) within {r['tflite_max_abs_diff']:.1e}. " if r.get("tflite_max_abs_diff")
+           is not None else f"TFLite {r.get('tflite')}. ")
+        + f"Shipped: {'yes' if r['shipped'] else 'no'}.", ""])
 
 
 if __name__ == "__main__":
