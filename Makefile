@@ -1,15 +1,26 @@
-# `make test` installs what the tests need (Mosquitto from Debian, Python packages) and runs them.
+# `make test` installs what the tests need (Debian packages, Python packages) and runs them.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 
-.PHONY: install test-deps test demo bench
+.PHONY: install test-deps test demo bench install-service
 
 install:
 	$(PYTHON) -m pip install -e .
 
+# Debian packages the tests start for real, each installed only when missing (one apt-get run):
+#   mosquitto        the MQTT broker of every daemon test (plain, TLS, restarts)
+#   systemd          systemd-analyze verify on systemd/edge.service (works without systemd as PID 1)
+#   xvfb, chromium   the kiosk window on a real X server; the status page rendered in headless Chromium
+#   python3-tk       Tk for the kiosk window (pulls libtk8.6, which a pyenv Python's tkinter also links)
 test-deps: install
-	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
-		($(SUDO) apt-get update && $(SUDO) apt-get install -y mosquitto)
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	$(PYTHON) -c 'import tkinter' 2>/dev/null || missing="$$missing python3-tk"; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y $$missing; fi
 	$(PYTHON) -m pip install -e '.[test]'
 
 test: test-deps
@@ -18,23 +29,9 @@ test: test-deps
 demo: install
 	edge demo
 
-# --- service (systemd/edge.service, scripts/install.sh) ---
-.PHONY: install-service test-deps-service
+bench: install
+	$(PYTHON) benchmarks/bench_pipeline.py --json benchmarks/results/haar.json
+
+# systemd/edge.service, the edge user, /etc/edge/config.yaml (scripts/install.sh)
 install-service:
 	$(SUDO) scripts/install.sh
-
-# systemd-analyze (Debian's `systemd`, works in a container without systemd as PID 1) verifies the unit;
-# cryptography makes the CA and broker certificates of the TLS tests.
-test-deps: test-deps-service
-test-deps-service:
-	command -v systemd-analyze >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y systemd)
-	$(PYTHON) -c 'import cryptography' 2>/dev/null || $(PYTHON) -m pip install cryptography
-
-# Kiosk and status page tests (tests/test_display.py, tests/test_web.py): a real X server (Xvfb), headless
-# Chromium, and tkinter for the kiosk window (python3-tk serves Debian's python3; a pyenv Python has its own).
-test-deps: test-deps-view
-.PHONY: test-deps-view
-test-deps-view:
-	command -v Xvfb >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y xvfb)
-	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
-	$(PYTHON) -c 'import tkinter' 2>/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y python3-tk)
