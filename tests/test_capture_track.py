@@ -94,3 +94,12 @@ def test_track_averages_over_its_window_so_one_bad_frame_does_not_flip_gender():
     assert len(track.female_probabilities) == 5
     assert track.mean_female_probability > 0.5
     assert track.mean_age == np.mean([31, 32, 33, 34, 35])
+
+
+def test_haar_nested_duplicate_of_one_face_is_dropped():
+    from edge.detect.haar import suppress_nested
+    tight = Face(box=(100, 100, 80, 80), score=9.0)
+    around = Face(box=(85, 90, 120, 120), score=4.0)      # IoU 0.44 with `tight`, covers it entirely
+    neighbour = Face(box=(170, 100, 80, 80), score=3.0)   # a second person, touching: kept
+    kept = suppress_nested([around, tight, neighbour])
+    assert [f.box for f in kept] == [tight.box, neighbour.box]

@@ -58,4 +58,22 @@ class HaarDetector:
         for (x, y, w, h), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1)):
             box = (int(round(x / scale)) + x0, int(round(y / scale)) + y0, int(round(w / scale)), int(round(h / scale)))
             faces.append(Face(box=box, score=float(weight)))
-        return sorted(faces, key=lambda f: f.box[0])
+        return sorted(suppress_nested(faces), key=lambda f: f.box[0])
+
+
+def suppress_nested(faces: list[Face], max_cover: float = 0.6) -> list[Face]:
+    """Drop a box mostly covered by a stronger one. The cascade's grouping merges boxes of similar size
+    only, so one face can come back as a tight box plus a larger one around it (IoU ~0.35 on real video),
+    which would become two tracks of the same person."""
+    kept: list[Face] = []
+    for face in sorted(faces, key=lambda f: -f.score):
+        if all(_cover(face.box, k.box) <= max_cover for k in kept):
+            kept.append(face)
+    return kept
+
+
+def _cover(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection of two boxes over the smaller one's area."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / max(1, min(a[2] * a[3], b[2] * b[3]))
