@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .track import iou
+
 
 # --- classification -----------------------------------------------------------------------------
 def confusion_matrix(truth, predicted, labels) -> np.ndarray:
@@ -180,15 +182,7 @@ def open_set_identification(probes: np.ndarray, probe_names, gallery_vectors: np
 
 
 # --- detection -----------------------------------------------------------------------------------
-def box_iou(a, b) -> float:
-    """IoU of two (x, y, w, h) boxes."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return float(inter / union) if union > 0 else 0.0
+box_iou = iou     # (x, y, w, h) boxes, the tracker's own
 
 
 def match_detections(detected, truth, ignore=None, min_iou: float = 0.5) -> dict:

@@ -215,7 +215,8 @@ def share_now(cfg: AppConfig, store: Store, timeout_s: float = 3.0) -> str:
     for the daemon. Returns a line for the user."""
     ids = Fleet(cfg, store).share_local_changes()
     if not ids:
-        return "fleet: nothing to share"
+        # The gallery changed (enroll/forget) but its state is already queued: a running daemon saw it first.
+        return "fleet: shared by the running daemon"
     if not cfg.mqtt.enabled:
         return "fleet: change queued (mqtt is disabled)"
     # Its own client id and no will: this connection must not replace or speak for the daemon's.
@@ -229,6 +230,8 @@ def share_now(cfg: AppConfig, store: Store, timeout_s: float = 3.0) -> str:
             time.sleep(0.05)
         if publisher.connected.is_set():
             rows = [r for r in store.pending(limit=10000) if r.id in set(ids)]
+            # Rows no longer pending were delivered (and acknowledged) by a running daemon meanwhile.
+            delivered = sorted(set(ids) - {r.id for r in rows})
             infos = [(r.id, publisher.client.publish(r.topic, r.payload, qos=1, retain=True)) for r in rows]
             for row_id, info in infos:
                 try:

@@ -155,3 +155,34 @@ def enrolled_db(tmp_path_factory) -> Path:
         result = run_edge("enroll", photo.stem, str(photo), "--set", f"store.path={db}")
         assert result.returncode == 0, result.stderr
     return db
+
+
+def listening_sockets(pid: int) -> list[str]:
+    """TCP/UDP sockets in LISTEN state (or bound UDP) whose inode is one of pid's open file descriptors."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            # 0A = TCP_LISTEN; for UDP any bound socket (07 = unconnected) would accept datagrams.
+            if inode in inodes and (state == "0A" or table.startswith("udp")):
+                found.append(f"{table} {local}")
+    return found
+
+
+def pump_until(publisher, condition, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        publisher.pump()
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

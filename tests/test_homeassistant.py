@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from conftest import Subscriber
+from conftest import Subscriber, pump_until
 from edge.config import validate
 from edge.homeassistant import HomeAssistant, presence_object_id
 from edge.publish import Publisher
@@ -77,14 +77,7 @@ def _box(tmp_path, port: int, device: str = "hall") -> tuple[Store, Publisher, H
     return store, publisher, HomeAssistant(cfg, publisher, store)
 
 
-def pump_until(publisher: Publisher, condition, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        publisher.pump()
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+
 
 
 def test_forgotten_person_loses_their_entity_even_when_forgotten_offline(broker, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Broker
+from conftest import ROOT, Broker, listening_sockets
 from edge_process import EdgeProcess, NotifySocket, base_args
 
 UNIT = ROOT / "systemd" / "edge.service"
@@ -42,27 +42,6 @@ def service_run(tmp_path_factory):
         notify.close()
         broker.stop()
     return {"notify": notify, "code": code, "listening": listening, "modes": modes, "daemon": daemon}
-
-
-def listening_sockets(pid: int) -> list[str]:
-    """TCP/UDP sockets in LISTEN state (or bound UDP) whose inode is one of pid's open file descriptors."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    for table in ("tcp", "tcp6", "udp", "udp6"):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            # 0A = TCP_LISTEN; for UDP any bound socket (07 = unconnected) would accept datagrams.
-            if inode in inodes and (state == "0A" or table.startswith("udp")):
-                found.append(f"{table} {local}")
-    return found
 
 
 def test_notify_ready_watchdog_status_stopping(service_run):

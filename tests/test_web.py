@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Broker, free_port, wait_port
+from conftest import Broker, free_port, listening_sockets, wait_port
 from edge_process import EdgeProcess, base_args
 from edge.overlay import STATUS_BACKGROUND
 
@@ -38,25 +37,6 @@ def metric_samples(port: int) -> dict[tuple[str, tuple], float]:
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(body.decode()) for s in family.samples}
-
-
-def listening_addresses(pid: int) -> list[str]:
-    """Local addresses (hex, as in /proc/net/tcp) of the TCP sockets pid listens on."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes and fields[3] == "0A":
-                found.append(fields[1])
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +130,7 @@ def test_mjpeg_stream_delivers_live_frames_at_the_capped_rate(status_daemon):
 
 
 def test_listens_on_localhost_only_and_unknown_paths_404(status_daemon):
-    addresses = listening_addresses(status_daemon.edge.pid)
+    addresses = [s.split()[1] for s in listening_sockets(status_daemon.edge.pid) if s.startswith("tcp")]
     assert addresses == [f"0100007F:{status_daemon.port:04X}"], addresses
     assert get(status_daemon.port, "/../etc/passwd")[0] == 404
 
