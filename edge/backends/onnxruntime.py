@@ -32,6 +32,10 @@ class OnnxRuntimeBackend:
         # 0 lets ORT decide; on a small board the daemon sets it so models do not fight.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Memory patterns are planned per input shape; P-Net sees a new shape at every pyramid level and
+        # the face models a new batch size per face count. Off: MTCNN on 6 faces peaks at 273 MB instead
+        # of 329 MB, at the same speed (benchmarks/bench_pipeline.py, README Performance).
+        options.enable_mem_pattern = False
         options.graph_optimization_level = {
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
