@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from .capture import LatestFrameGrabber, open_source
@@ -108,13 +109,15 @@ class Daemon:
         cfg = self.cfg
         ready = False
         last_status = last_purge = float("-inf")
-        fps_window: list[float] = []
+        fps_window: deque[float] = deque()     # frame times of the last 5 s (a list rebuilt per frame was O(fps))
         while not self.stop_requested.is_set():
             frame = grabber.get(timeout=0.2)
             now = time.monotonic()
             if frame is not None:
                 self._emit(self.pipeline.process(frame.image, frame.timestamp))
-                fps_window = [t for t in fps_window if now - t < 5] + [now]
+                fps_window.append(now)
+                while now - fps_window[0] >= 5:
+                    fps_window.popleft()
                 # WATCHDOG only from this loop and only while it makes progress: a frozen pipeline
                 # never reaches this line, a hung capture fails alive(); both get restarted by systemd.
                 self.notifier.watchdog()
@@ -134,12 +137,12 @@ class Daemon:
             if now - last_status > STATUS_EVERY_S:
                 last_status = now
                 fps = len(fps_window) / 5.0
-                self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker.tracks)} faces, "
-                                     f"outbox {self.store.outbox_depth() if self.publisher else 0}")
+                depth = self.store.outbox_depth() if self.publisher else 0
+                self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker.tracks)} faces, outbox {depth}")
                 if self.fleet:
                     self.fleet.share_local_changes()     # people enrolled or forgotten by another process
                 if self.homeassistant:
-                    self.homeassistant.tick(fps, len(self.pipeline.tracker.tracks), self.store.outbox_depth())
+                    self.homeassistant.tick(fps, len(self.pipeline.tracker.tracks), depth)
             if now - last_purge > PURGE_EVERY_S:
                 last_purge = now
                 purged = self.store.purge_sightings(cfg.store.retention_days)
