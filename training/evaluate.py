@@ -108,7 +108,12 @@ class Analyzer:
 
     def faces(self, path: Path, pad: float = 0.0) -> list[FaceRecord] | None:
         """Faces in a photo, left to right; None if the file cannot be read."""
-        key = (str(Path(path).resolve()), pad)
+        rows = self._cached((str(Path(path).resolve()), pad), path, lambda image: _rows(
+            self.faces_in(pad_image(image, pad), offset=self._border(image, pad))))
+        return _records(rows)
+
+    def _cached(self, key, path: Path, compute):
+        """compute(image) for a photo, once per cache; None (remembered too) if the file cannot be read."""
         if key not in self.cache:
             try:
                 image = load_image(path)
@@ -116,11 +121,11 @@ class Analyzer:
                 tqdm.write(f"skipped: {exc}")
                 self.cache[key] = None
             else:
-                self.cache[key] = _rows(self.faces_in(pad_image(image, pad), offset=self._border(image, pad)))
+                self.cache[key] = compute(image)
             self._dirty += 1
             if self._dirty >= 200:
                 self.save()
-        return _records(self.cache[key])
+        return self.cache[key]
 
     @staticmethod
     def _border(image, pad) -> int:
@@ -135,18 +140,8 @@ class Analyzer:
 
     def detect_boxes(self, path: Path) -> list[tuple[int, int, int, int]] | None:
         """Detector output only (no landmarks/models), cached separately: detection metrics need nothing else."""
-        key = ("boxes", str(Path(path).resolve()))
-        if key not in self.cache:
-            try:
-                image = load_image(path)
-            except ImageError as exc:
-                tqdm.write(f"skipped: {exc}")
-                self.cache[key] = None
-            else:
-                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-                self.cache[key] = [tuple(int(v) for v in f.box) for f in self.models.detector.detect(rgb)]
-            self._dirty += 1
-        return self.cache[key]
+        return self._cached(("boxes", str(Path(path).resolve())), path, lambda image: [
+            tuple(int(v) for v in f.box) for f in self.models.detector.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))])
 
     def save(self) -> None:
         if self.cache_file and self._dirty:
