@@ -60,6 +60,15 @@ def test_generic_machine_picks_onnxruntime_and_config_overrides(tmp_path):
     assert choose_backend(board, runtimes(), {"onnx", "tflite"}, "opencv") == ("opencv", "requested in config")
 
 
+def test_generic_board_explains_its_choice_for_its_own_cpu(tmp_path):
+    board = probe_board(fake_root(tmp_path))
+    key, why = choose_backend(board, runtimes(), {"onnx", "tflite"}, machine="x86_64")
+    assert key == "onnxruntime" and why == "generic x86_64: fastest CPU runtime measured on x86"
+    key, why = choose_backend(board, runtimes(), {"onnx", "tflite"}, machine="aarch64")
+    assert key == "onnxruntime" and why.startswith("generic aarch64: ")
+    assert "x86" not in why and "not measured on this board" in why
+
+
 def test_this_machine_plan_per_model_and_override():
     cfg = load_config(overrides=["models.embedding_backend=litert"])
     choices = {name: (key, file.format) for name, key, file, why in plan(cfg, probe_board(), probe_runtimes())}

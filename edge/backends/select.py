@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,10 @@ def probe_runtimes() -> Runtimes:
                     edgetpu_available())
 
 
-def choose_backend(board: Board, runtimes: Runtimes, formats: set[str], requested: str = "auto") -> tuple[str, str]:
-    """(backend key, why) for one model offered in `formats` (e.g. {"onnx", "tflite"})."""
+def choose_backend(board: Board, runtimes: Runtimes, formats: set[str], requested: str = "auto",
+                   machine: str | None = None) -> tuple[str, str]:
+    """(backend key, why) for one model offered in `formats` (e.g. {"onnx", "tflite"}); `machine` is the CPU
+    architecture (default platform.machine())."""
     usable = {
         "onnxruntime": runtimes.onnxruntime is not None and "onnx" in formats,
         "litert": runtimes.litert is not None and "tflite" in formats,
@@ -85,11 +88,16 @@ def choose_backend(board: Board, runtimes: Runtimes, formats: set[str], requeste
         return "opencv", "Jetson: OpenCV built with CUDA, onnxruntime has no GPU provider"
     if board.kind == "raspberry_pi" and usable["litert"]:
         return "litert", "Raspberry Pi: LiteRT with XNNPACK is the fastest CPU runtime on ARM"
-    for key, why in (("onnxruntime", "fastest CPU runtime measured on x86"),
+    machine = machine or platform.machine()
+    # The runtimes were timed against each other on x86 only; other CPUs get the default, said as such.
+    cpu_default = "fastest CPU runtime measured on x86" if machine.lower() in ("x86_64", "amd64", "i686") else \
+        "default CPU runtime on a board that is neither a Raspberry Pi nor a Jetson (not measured on this " \
+        "board; --set models.backend=litert to compare)"
+    for key, why in (("onnxruntime", cpu_default),
                      ("litert", "onnxruntime not available"),
                      ("opencv", "only OpenCV DNN is available")):
         if usable[key]:
-            return key, f"{board.kind}: {why}"
+            return key, f"{board.kind} {machine}: {why}"
     raise RuntimeError(f"no runtime can run any of {sorted(formats)}: install onnxruntime or ai-edge-litert")
 
 
