@@ -2,7 +2,7 @@
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 
-.PHONY: install test-deps test demo bench install-service
+.PHONY: install test-deps test demo bench install-service check-arm64
 
 install:
 	$(PYTHON) -m pip install -e .
@@ -35,3 +35,9 @@ bench: install
 # systemd/edge.service, the edge user, /etc/edge/config.yaml (scripts/install.sh)
 install-service:
 	$(SUDO) scripts/install.sh
+
+# An emulated Raspberry-Pi-like box (Debian 12 arm64 under qemu-user-static): debootstrap, venv, pip install,
+# edge demo / doctor / models verify / analyze with LiteRT. Minutes, downloads a root filesystem: not in `test`.
+# ARM64_ROOT=DIR keeps the root filesystem elsewhere (default /var/tmp/edge-arm64/bookworm).
+check-arm64:
+	$(SUDO) scripts/check-arm64.sh $(ARM64_ROOT)

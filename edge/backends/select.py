@@ -91,8 +91,8 @@ def choose_backend(board: Board, runtimes: Runtimes, formats: set[str], requeste
     machine = machine or platform.machine()
     # The runtimes were timed against each other on x86 only; other CPUs get the default, said as such.
     cpu_default = "fastest CPU runtime measured on x86" if machine.lower() in ("x86_64", "amd64", "i686") else \
-        "default CPU runtime on a board that is neither a Raspberry Pi nor a Jetson (not measured on this " \
-        "board; --set models.backend=litert to compare)"
+        "the default CPU runtime off a Raspberry Pi or Jetson; not timed against LiteRT on this CPU, " \
+        "compare with --set models.backend=litert"
     for key, why in (("onnxruntime", cpu_default),
                      ("litert", "onnxruntime not available"),
                      ("opencv", "only OpenCV DNN is available")):
