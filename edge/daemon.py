@@ -47,7 +47,7 @@ class Daemon:
         self.stop_flush_s = stop_flush_s
         self.store = store or Store(cfg.store.path)
         self.models = models or load_models(cfg)
-        self.pipeline = Pipeline(cfg, self.models, self.store.gallery)
+        self.pipeline = Pipeline(cfg, self.models, lambda: self.store.gallery(cfg.identity.model))
         self.publisher = Publisher(cfg.mqtt, cfg.device, self.store) if cfg.mqtt.enabled else None
         # Home Assistant discovery and the fleet gallery ride on the publisher (None when off);
         # Snapshots always exists so that its purge erases thumbnails once keep_thumbnails is off.
@@ -59,6 +59,17 @@ class Daemon:
         self.live = LiveOutputs(cfg, self.pipeline) if cfg.display.enabled or cfg.web.enabled else None
         self.events_produced = 0
         self.started = time.monotonic()
+        self._report_stale_gallery()
+
+    def _report_stale_gallery(self) -> None:
+        """People enrolled only with another embedding model are not recognised by this one: say who, and how
+        to fix it, instead of silently never naming them (README, "Changing the embedding model")."""
+        stale = self.store.needing_reenrolment(self.cfg.identity.model)
+        if stale:
+            names = ", ".join(sorted(stale)[:10]) + (f" and {len(stale) - 10} more" if len(stale) > 10 else "")
+            log.warning("%d enrolled people have no %s embedding and will not be recognised until enrolled again "
+                        "(edge enroll NAME PHOTO...; see edge identities list): %s",
+                        len(stale), self.cfg.identity.model, names)
 
     def install_signal_handlers(self) -> None:
         def handler(signum, frame):
@@ -72,7 +83,7 @@ class Daemon:
             # Outbox first, publish later: an event exists on disk before anyone may lose it.
             self.store.record(self.publisher.events_topic if self.publisher else None, event.payload, event.sighting)
             if self.cfg.unknowns.keep:
-                remember_unknown(self.store, event, self.cfg.tracking.min_frames)
+                remember_unknown(self.store, event, self.cfg.tracking.min_frames, self.cfg.identity.model)
             self.events_produced += 1
             if self.on_event:
                 self.on_event(event.payload)

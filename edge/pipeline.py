@@ -26,7 +26,7 @@ from .models.gender import gender_label
 from .models.loader import LoadedModels
 from .motion import MotionGate
 from .detect.haar import HaarDetector
-from .store import Gallery
+from .identify import Gallery
 from .track import Track, Tracker
 from . import snapshots
 
@@ -255,7 +255,7 @@ class Pipeline:
         gallery: Gallery = self.gallery_source()
         with self.timer.stage("match"):
             per_frame = match_many(np.stack([f.embedding for f in measured]), gallery,
-                                   self.cfg.identity.threshold) if measured else []
+                                   self.cfg.identity.threshold, self.cfg.identity.metric) if measured else []
         for face, match in zip(measured, per_frame):
             track = self.tracker.tracks.get(face.track_id)
             if track is not None:
@@ -283,7 +283,7 @@ class Pipeline:
         """Decide once enough frames agree; an unknown track may later become a name, never the reverse."""
         if track.frames_averaged < self.cfg.tracking.min_frames or (track.decided and track.identity):
             return False
-        match = match_one(track.mean_embedding, gallery, self.cfg.identity.threshold)
+        match = match_one(track.mean_embedding, gallery, self.cfg.identity.threshold, self.cfg.identity.metric)
         if track.agreement(match.name) < self.cfg.identity.min_agreement:
             return False
         if track.decided and match.name is None:

@@ -660,7 +660,7 @@ def video_averaging(analyzer: Analyzer, video: Path, gallery_folder: Path, frame
     is named, audience members and passers-by are unknown.)"""
     from edge.face import Face
     from edge.identify import match_many
-    from edge.store import Gallery
+    from edge.identify import Gallery
     from edge.track import Tracker
 
     names, vectors = [], []

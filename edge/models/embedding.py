@@ -14,6 +14,8 @@ from . import dlib_normalize
 
 class EmbeddingModel:
     name = "embedding"
+    model_id = "dlib_resnet_v1"     # stored with every vector (edge/models/catalog.py)
+    metric = "l2"
     chip_size = 150
     chip_padding = 0.25
     dimensions = 128

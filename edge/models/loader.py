@@ -11,7 +11,11 @@ from ..config import AppConfig
 from .age import AgeModel
 from .embedding import EmbeddingModel
 from .gender import GenderModel
+from .catalog import EMBEDDINGS
 from .manifest import load_manifest, model_files, verify_file
+
+# The class that runs each embedding model of the catalog (same interface: model_id, metric, predict_chips).
+EMBEDDING_CLASSES = {EmbeddingModel.model_id: EmbeddingModel}
 
 FORMAT_OF = {"onnxruntime": "onnx", "opencv": "onnx", "litert": "tflite"}
 
@@ -44,13 +48,14 @@ def plan(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes | None =
     manifest = load_manifest(cfg.models.dir)
     override = {"age": cfg.models.age_backend, "gender": cfg.models.gender_backend,
                 "embedding": cfg.models.embedding_backend}
-    names = ["age", "gender", "embedding", "mtcnn_onet"]
+    embedding_name = EMBEDDINGS[cfg.identity.model].manifest_name
+    names = ["age", "gender", EMBEDDINGS[cfg.identity.model].manifest_name, "mtcnn_onet"]
     if cfg.detector.type == "mtcnn":
         names += ["mtcnn_pnet", "mtcnn_rnet"]
     result = []
     for name in names:
         files = model_files(cfg.models.dir, manifest, name)
-        requested = override.get(name) or (cfg.models.detector_backend if name.startswith("mtcnn") else None) \
+        requested = override.get("embedding" if name == embedding_name else name) or (cfg.models.detector_backend if name.startswith("mtcnn") else None) \
             or cfg.models.backend
         key, why = choose_backend(board, runtimes, set(files), requested)
         fmt = FORMAT_OF[key]
@@ -86,5 +91,6 @@ def load_models(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes |
         detector = HaarDetector(cfg.detector.detect_width, cfg.detector.min_face, cfg.detector.scale_factor,
                                 cfg.detector.min_neighbors)
         landmarker = Landmarker(backends["mtcnn_onet"], cfg.detector.haar_verify_score)
+    embedding = EMBEDDING_CLASSES[cfg.identity.model](backends[EMBEDDINGS[cfg.identity.model].manifest_name])
     return LoadedModels(AgeModel(backends["age"]), GenderModel(backends["gender"]),
-                        EmbeddingModel(backends["embedding"]), detector, landmarker, board, runtimes, decisions)
+                        embedding, detector, landmarker, board, runtimes, decisions)
