@@ -42,7 +42,8 @@ class CaptureConfig(Section):
 
 
 class DetectorConfig(Section):
-    type: Literal["haar", "mtcnn"] = "haar"
+    # A detector plugin of edge/detect/ by its type_key: haar, mtcnn, yunet.
+    type: str = "haar"
     detect_width: int = Field(640, ge=80, le=4096)
     min_face: int = Field(40, ge=8, le=2000)
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)
@@ -50,6 +51,17 @@ class DetectorConfig(Section):
     mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
     # Haar boxes are kept only if MTCNN's O-Net (which also gives their landmarks) scores them this high.
     haar_verify_score: float = Field(0.9, ge=0, lt=1)
+    yunet_score_threshold: float = Field(0.7, gt=0, lt=1)
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from .detect import REGISTRY, detector_class
+        try:
+            detector_class(value)
+        except KeyError:
+            raise ValueError(f"must be one of {', '.join(sorted(REGISTRY))}") from None
+        return value
 
     @field_validator("mtcnn_thresholds")
     @classmethod
