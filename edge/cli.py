@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .backends import ModelLoadError
-from .config import DEMO_DIR, AppConfig, ConfigError, load_config
+from .config import DEMO_DIR, AppConfig, ConfigError, load_config, with_changes
 from .images import ImageError, load_image
 from .store import StoreError
 
@@ -125,26 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
 
 
-def _with(cfg: AppConfig, **changes) -> AppConfig:
-    """Config copy with dotted-section changes, re-validated."""
-    from .config import validate
-    data = cfg.model_dump()
-    for dotted, value in changes.items():
-        node = data
-        *parents, last = dotted.split("__")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return validate(data)
-
-
 def cmd_run(cfg: AppConfig, args) -> int:
     from .daemon import Daemon, print_event
 
     if args.source:
-        cfg = _with(cfg, source=args.source)
+        cfg = with_changes(cfg, {"source": args.source})
     if args.display:
-        cfg = _with(cfg, display__enabled=True)
+        cfg = with_changes(cfg, {"display.enabled": True})
     daemon = Daemon(cfg, max_frames=args.max_frames, on_event=print_event if args.print_events else None)
     daemon.install_signal_handlers()
     return daemon.run()
@@ -158,11 +145,10 @@ def cmd_demo(cfg: AppConfig, args) -> int:
 
     explicit = {o.split("=", 1)[0] for o in args.overrides}
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
-        changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture__pace": "every_frame",
-                   "store__path": str(Path(tmp) / "demo.db")}
-        if "mqtt.enabled" not in explicit:
-            changes["mqtt__enabled"] = False   # no broker needed; --set mqtt.enabled=true publishes too
-        cfg = _with(cfg, **{k: v for k, v in changes.items() if k.replace("__", ".") not in explicit})
+        changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture.pace": "every_frame",
+                   "store.path": str(Path(tmp) / "demo.db"),
+                   "mqtt.enabled": False}   # no broker needed; --set mqtt.enabled=true publishes too
+        cfg = with_changes(cfg, {k: v for k, v in changes.items() if k not in explicit})
         models = load_models(cfg)
         store = Store(cfg.store.path)
         for photo in sorted((DEMO_DIR / "gallery").glob("*.jpg")):
@@ -200,7 +186,7 @@ def _enroll(models, store, name: str, paths: list[Path]) -> int:
             what = "no face found" if not faces else f"{len(faces)} faces found"
             raise ImageError(f"{path}: {what}; enrollment needs exactly one face per photo (nothing was saved)")
         vectors.append(faces[0].embedding)
-    return store.enroll(name, np.stack(vectors), [str(p) for p in paths])
+    return store.enroll(name, np.stack(vectors), [str(p) for p in paths], model=models.embedding.model_id)
 
 
 def _checked_name(raw: str) -> str:
@@ -236,14 +222,18 @@ def cmd_identities(cfg: AppConfig, args) -> int:
 
     store = Store(cfg.store.path)
     if args.action == "list":
-        rows = store.identities()
+        model = cfg.identity.model
+        rows = store.identities(model)
         if args.json:
             print(json.dumps(rows))
         elif not rows:
             print("no one is enrolled")
         else:
             for row in rows:
-                print(f"{row['name']}: {row['embeddings']} embedding(s), {row['sightings']} sighting(s)")
+                stale = f"; must be enrolled again: only {', '.join(row['other_models'])} embeddings, the " \
+                        f"model in force is {model} (edge enroll {row['name']} PHOTO...)" if not row["embeddings"] else ""
+                print(f"{row['name']}: {row['embeddings']} {model} embedding(s), {row['sightings']} sighting(s)"
+                      + stale)
         return 0
     if not store.forget(args.name):
         print(f"no enrolled person named {args.name!r}", file=sys.stderr)
@@ -260,9 +250,8 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
     from .store import Store
 
     store = Store(cfg.store.path)
-    threshold = cfg.unknowns.cluster_threshold or cfg.identity.threshold
     if args.action == "list":
-        groups = [c.as_dict() for c in unknowns.clusters(store, threshold, cfg.unknowns.linkage)]
+        groups = [c.as_dict() for c in unknowns.clusters(store, cfg)]
         if args.json:
             print(json.dumps(groups))
         elif not groups:
@@ -274,7 +263,7 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
                       f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}")
         return 0
     name = _checked_name(args.name) if args.action == "name" else None
-    group = unknowns.find(store, args.cluster, threshold, cfg.unknowns.linkage)
+    group = unknowns.find(store, cfg, args.cluster)
     if group is None:
         print(f"no unknown cluster {args.cluster} (see edge unknowns list)", file=sys.stderr)
         return 1
@@ -294,7 +283,7 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
     from .store import Store
 
     models = load_models(cfg)
-    gallery = Store(cfg.store.path).gallery() if cfg.store.path.exists() else None
+    gallery = Store(cfg.store.path).gallery(cfg.identity.model) if cfg.store.path.exists() else None
     status = 0
     for path in args.images:
         try:
@@ -308,7 +297,7 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
             label, confidence = gender_label(face.female_probability)
             identity = None
             if gallery is not None:
-                match = match_one(face.embedding, gallery, cfg.identity.threshold)
+                match = match_one(face.embedding, gallery, cfg.identity.threshold, cfg.identity.metric)
                 if match.name:
                     identity = {"name": match.name, "similarity": round(match.similarity, 3)}
             results.append({"box": list(face.box), "age": round(face.age, 1),
@@ -336,13 +325,12 @@ def _largest_face(models, path: Path):
 
 def cmd_compare(cfg: AppConfig, args) -> int:
     """Distance between the largest face of each photo, decided at the threshold in force."""
-    import numpy as np
-    from .identify import Match
+    from .identify import Match, distances
     from .models.loader import load_models
 
     models = load_models(cfg)
     (a, count_a), (b, count_b) = _largest_face(models, args.image_a), _largest_face(models, args.image_b)
-    distance = float(np.linalg.norm(a.embedding - b.embedding))
+    distance = float(distances(a.embedding[None], b.embedding[None], cfg.identity.metric)[0, 0])
     threshold = cfg.identity.threshold
     same = distance < threshold
     result = {"image_a": str(args.image_a), "image_b": str(args.image_b), "distance": round(distance, 4),
@@ -363,15 +351,14 @@ def cmd_compare(cfg: AppConfig, args) -> int:
 def cmd_calibrate(cfg: AppConfig, args) -> int:
     """Same/different distances between the folder's photos and the enrolled gallery -> threshold YAML."""
     import numpy as np
-    import yaml
     from .config import PROJECT_ROOT
-    from .evaluation import calibrate_threshold, plot_distance_histograms
+    from .evaluation import calibrate_threshold, calibration_yaml, labelled_pair_distances, plot_distance_histograms
     from .models.loader import load_models
     from .store import Store
 
     if not args.folder.is_dir():
         raise ImageError(f"{args.folder}: not a folder (expected one sub-folder of photos per person)")
-    gallery = Store(cfg.store.path).gallery() if cfg.store.path.exists() else None
+    gallery = Store(cfg.store.path).gallery(cfg.identity.model) if cfg.store.path.exists() else None
     models = load_models(cfg)
     names, vectors = [], []
     # Folders starting with "_" or "." hold no single person (group photos, videos).
@@ -391,13 +378,8 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     if gallery is not None and len(gallery.vectors):
         names += [str(n) for n in gallery.names]
         vectors += list(gallery.vectors)
-    names_arr = np.array(names, dtype=object)
     matrix = np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)
-    rows, cols = np.triu_indices(len(names), k=1)
-    distances = np.linalg.norm(matrix[rows] - matrix[cols], axis=1)
-    same = names_arr[rows] == names_arr[cols]
-    keep = distances > 1e-6        # the same photo enrolled and in the folder says nothing
-    distances, same = distances[keep], same[keep].astype(bool)
+    distances, same = labelled_pair_distances(names, matrix, cfg.identity.metric)
     if not same.any() or same.all():
         raise ImageError("calibration needs at least two photos of one person and photos of two people "
                          f"(got {int(same.sum())} same-person and {int((~same).sum())} different-person pairs)")
@@ -405,11 +387,7 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     result["previous_threshold"] = cfg.identity.threshold
     output = args.output if args.output.is_absolute() else PROJECT_ROOT / args.output
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(f"# Written by `edge calibrate {args.folder}` ({result['method']}): "
-                      f"{result['same_pairs']} same-person and {result['different_pairs']} different-person pairs, "
-                      f"TAR {result['at_threshold']['tar']:.3f}, FAR {result['at_threshold']['far']:.4f}.\n"
-                      f"# Use it with --set identity.calibration_file={output}\n"
-                      + yaml.safe_dump({"identity": {"threshold": result["threshold"]}}))
+    output.write_text(calibration_yaml(result, cfg.identity.model, f"`edge calibrate {args.folder}`"))
     result["output"] = str(output)
     if args.plot:
         plot_distance_histograms(distances, same, result["threshold"], args.plot,
@@ -441,7 +419,8 @@ def cmd_models(cfg: AppConfig, args) -> int:
         for name, entry in manifest["models"].items():
             formats = ", ".join(f"{fmt}: {f['path']}" for fmt, f in entry["files"].items())
             print(f"{name}: {entry['task']}; input {entry['input']['shape']}; {formats}; "
-                  f"source {entry['source']['package']} {entry['source']['version']}; licence {entry['licence']}")
+                  f"source {entry['source'].get('package') or entry['source'].get('repository')} "
+                  f"{entry['source']['version']}; licence {entry['licence']}")
         return 0
     bad = 0
     for file, error in verify_all(cfg.models.dir):
