@@ -14,8 +14,8 @@ import csv
 import cv2
 import numpy as np
 import pytest
-
 from conftest import DEMO_GALLERY, ROOT, SHARED
+
 from edge.align import similarity_transform
 from edge.backends import load_backend
 from edge.backends.select import probe_runtimes

@@ -53,7 +53,7 @@ SPECS = {
         "task": "face identity embedding",
         "stem": "face_reid_0095",
         "input": {"shape": ["N", 3, 128, 128], "colour": "BGR",
-                  "normalisation": "none: raw BGR bytes 0-255 as float32, NCHW (scale and shift are inside the network)",
+                  "normalisation": "none: raw BGR bytes 0-255 as float32, NCHW (the network scales and shifts)",
                   "alignment": "5 landmarks onto Open Model Zoo's template (0.31557, 0.46157) (0.68262, 0.46157) "
                                "(0.50026, 0.64051) (0.34947, 0.82469) (0.65344, 0.82469) x 128, size 128"},
         "output": "embedding (N, 256), not normalised; compare by cosine similarity",

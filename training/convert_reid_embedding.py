@@ -27,6 +27,7 @@ import csv
 import hashlib
 import json
 import platform
+import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -195,8 +196,8 @@ def export_onnx(model, path: Path) -> None:
 
 
 def export_tflite(model, path: Path) -> None:
-    import torch
     import litert_torch
+    import torch
 
     edge_model = litert_torch.convert(model, (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),))
     edge_model.export(str(path))
@@ -294,7 +295,7 @@ def compare(ref: np.ndarray, got: np.ndarray, pairs: dict, threshold: float) -> 
         ref_cos = (unit(ref)[ia] * unit(ref)[ib]).sum(1)
         got_cos = (unit(got)[ia] * unit(got)[ib]).sum(1)
         result[name] = {
-            "pairs": int(len(ia)),
+            "pairs": len(ia),
             "max_abs_diff_pair_cosine": float(np.abs(got_cos - ref_cos).max()),
             "decisions_differing": int(((got_cos > threshold) != (ref_cos > threshold)).sum()),
             "accuracy": float(((got_cos > threshold) == same).mean()),
@@ -335,10 +336,13 @@ def check(args) -> dict:
         "source": {"ir": xml.name, "ir_sha256": sha256(xml),
                    "bin_sha256": sha256(xml.with_suffix(".bin")), "openvino": openvino.__version__},
         "faces": {"photos": len(files), "aligned": len(x), "no_face_found": missed,
-                  "lfw_pairs_used": int(len(ia)), "lfw_pairs_asked": len(lfw_pairs),
-                  "people_pairs": int(len(pa))},
+                  "lfw_pairs_used": len(ia), "lfw_pairs_asked": len(lfw_pairs),
+                  "people_pairs": len(pa)},
         "threshold": {"cosine": threshold, "chosen_on": "OpenVINO outputs, best accuracy on the LFW pairs used",
-                      "openvino_lfw_accuracy": float(((ref_cos > threshold) == same).mean())},
+                      "openvino_lfw_accuracy": float(((ref_cos > threshold) == same).mean()),
+                      # How near the closest pair came to flipping: the converted files' pair cosines would have to
+                      # move this much to change a decision.
+                      "openvino_closest_lfw_pair_to_threshold": float(np.abs(ref_cos - threshold).min())},
         "platform": platform.platform(),
         "files": {}, "vs_openvino": {},
     }
@@ -366,7 +370,8 @@ def markdown(report: dict, command: str) -> str:
         "# face-reidentification-retail-0095: converted files vs the OpenVINO runtime",
         "",
         f"Written by `{command}` (training/convert_reid_embedding.py). Reference: OpenVINO "
-        f"{report['source']['openvino']} (CPU, inference precision forced to f32) running the original IR ({report['source']['ir']}, sha256 "
+        f"{report['source']['openvino']} (CPU, inference precision forced to f32) running the original IR "
+        f"({report['source']['ir']}, sha256 "
         f"{report['source']['ir_sha256'][:16]}...). Faces: {f['aligned']} real faces of `../shared/datasets` "
         f"({f['photos']} photos: the LFW photos of the first {f['lfw_pairs_asked']} pairs of `lfw/pairs.csv` and the "
         f"single-face photos of `people/`), 5 landmarks from the project's MTCNN (models/mtcnn_*.onnx, ONNX "
@@ -376,7 +381,8 @@ def markdown(report: dict, command: str) -> str:
         f"Same/different decisions: cosine similarity of L2-normalised outputs > {t['cosine']:.4f}, the threshold "
         f"with the best accuracy on the OpenVINO outputs of the {f['lfw_pairs_used']} LFW pairs used "
         f"(OpenVINO accuracy there {100 * t['openvino_lfw_accuracy']:.2f}%, in-sample); the same threshold on all "
-        f"{f['people_pairs']} pairs of people/ photos.",
+        f"{f['people_pairs']} pairs of people/ photos. The LFW pair nearest the threshold is "
+        f"{t['openvino_closest_lfw_pair_to_threshold']:.2e} from it (OpenVINO cosine).",
         "",
         "| runtime | file | faces | max abs diff (raw 256-D) | mean abs diff | max abs diff (unit vectors) | "
         "min cosine to OpenVINO | max diff of pair cosine (LFW) | LFW decisions differing | LFW accuracy | "
@@ -389,7 +395,7 @@ def markdown(report: dict, command: str) -> str:
             continue
         lp, pp = r["lfw_pairs"], r["people_pairs"]
         lines.append(
-            f"| {key} | {r['file']} | {r['faces']} | {r['max_abs_diff_raw']:.2e} (largest |value| "
+            f"| {key} | {r['file']} | {r['faces']} | {r['max_abs_diff_raw']:.2e} (largest component "
             f"{r['max_abs_ref_raw']:.2f}) | {r['mean_abs_diff_raw']:.2e} | {r['max_abs_diff_normalised']:.2e} | "
             f"{r['min_cosine_to_openvino']:.7f} | {lp['max_abs_diff_pair_cosine']:.2e} | "
             f"{lp['decisions_differing']} of {lp['pairs']} | {100 * lp['accuracy']:.2f}% | "
@@ -402,7 +408,8 @@ def markdown(report: dict, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ir-dir", type=Path, default=IR_DIR, help="folder with the .xml/.bin (default ../shared/models/...)")
+    ap.add_argument("--ir-dir", type=Path, default=IR_DIR,
+                    help="folder with the .xml/.bin (default ../shared/models/face-reidentification-retail-0095)")
     ap.add_argument("--datasets", type=Path, default=DATASETS, help="../shared/datasets (lfw/, people/)")
     ap.add_argument("--models-dir", type=Path, default=MODELS, help="MTCNN files, and where the outputs go")
     ap.add_argument("--onnx", type=Path, default=None, help=f"default: <models-dir>/{STEM}.onnx")
@@ -440,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     report["check_seconds"] = round(time.perf_counter() - started, 1)
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / "reid_conversion.json").write_text(json.dumps(report, indent=2) + "\n")
-    command = "python -m training.convert_reid_embedding" + (" --check-only" if args.check_only else "")
+    command = " ".join(["python -m training.convert_reid_embedding", *(argv if argv is not None else sys.argv[1:])])
     (args.reports / "reid_conversion.md").write_text(markdown(report, command))
     print(markdown(report, command))
     return 0

@@ -38,12 +38,16 @@ class ReidEmbeddingModel:
         """N x 128 x 128 x 3 uint8 RGB chips aligned to this model's template."""
         return align_chips(image_rgb, landmarks_list, self.template, self.chip_size)
 
+    @staticmethod
+    def to_tensor(chips_rgb: np.ndarray) -> np.ndarray:
+        """N x H x W x 3 uint8 RGB chips -> N x 3 x H x W float32 BGR, values left at 0-255 (the network scales)."""
+        return np.ascontiguousarray(chips_rgb[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+
     def predict_chips(self, chips_rgb: np.ndarray) -> np.ndarray:
         """RGB chips -> (N, 256) float32 unit vectors (cosine similarity = dot product)."""
         if len(chips_rgb) == 0:
             return np.zeros((0, self.dimensions), np.float32)
-        # RGB -> BGR and NHWC -> NCHW, values left at 0-255: the network normalises itself.
-        batch = np.ascontiguousarray(chips_rgb[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        batch = self.to_tensor(chips_rgb)
         vectors = run_batched(self.backend, batch)[0].reshape(len(batch), self.dimensions).astype(np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, np.float32(1e-12))
