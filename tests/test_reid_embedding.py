@@ -73,7 +73,8 @@ def test_manifest_lists_and_verifies_the_reid_files_with_their_licence():
         verify_file(file)  # raises, naming the file, when size or sha256 differ
     assert entry["input"]["shape"] == ["N", 3, 128, 128] and entry["input"]["colour"] == "BGR"
     assert entry["licence"] == "Apache-2.0"
-    licence = (MODELS / entry["licence_file"]).read_text()
+    (licence_file,) = entry["licence_files"]
+    licence = (MODELS / licence_file).read_text()
     assert "Apache License" in licence and "Version 2.0" in licence
 
 

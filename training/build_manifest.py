@@ -57,11 +57,12 @@ SPECS = {
                   "alignment": "5 landmarks onto Open Model Zoo's template (0.31557, 0.46157) (0.68262, 0.46157) "
                                "(0.50026, 0.64051) (0.34947, 0.82469) (0.65344, 0.82469) x 128, size 128"},
         "output": "embedding (N, 256), not normalised; compare by cosine similarity",
-        "source": {"package": "Open Model Zoo (openvinotoolkit/open_model_zoo, Intel)", "version": "2023.0",
+        "source": {"repository": "openvinotoolkit/open_model_zoo", "version": "2023.0",
                    "file": "models/intel/face-reidentification-retail-0095, FP16 OpenVINO IR (.xml, .bin)",
+                   "origin": "Intel Corporation; unmodified IR, sha384 checked against the model.yml checksums",
                    "converted_by": "training/convert_reid_embedding.py"},
         "licence": "Apache-2.0",
-        "licence_file": "open_model_zoo_LICENSE",
+        "licence_files": ["LICENSE.face_reid_0095.open_model_zoo.txt"],
     },
     "mtcnn_pnet": {
         "task": "face detection, MTCNN stage 1 (proposal)",
@@ -90,6 +91,20 @@ SPECS = {
         "source": {"package": "facenet-pytorch", "version": "2.6.0", "file": "facenet_pytorch/data/onet.pt",
                    "converted_by": "training/export_mtcnn.py"},
         "licence": "MIT",
+    },
+    "yunet": {
+        "task": "face detection with 5 landmarks (YuNet)",
+        "stem": "face_detection_yunet_2023mar",
+        "input": {"shape": [1, 3, "H", "W"], "colour": "BGR", "normalisation": "raw bytes, NCHW float32 "
+                  "(cv2.FaceDetectorYN prepares the input; any size)"},
+        "output": "cls/obj/bbox/kps at strides 8, 16, 32, decoded by cv2.FaceDetectorYN into rows "
+                  "x, y, w, h, 5 landmarks (subject's right eye first), score",
+        "source": {"repository": "opencv/opencv_zoo", "version": "2023mar",
+                   "file": "models/face_detection_yunet/face_detection_yunet_2023mar.onnx",
+                   "origin": "ShiqiYu/libfacedetection.train; unmodified original, sha256 checked against the "
+                             "Git-LFS object of opencv_zoo"},
+        "licence": "MIT (model, opencv_zoo); Apache-2.0 (training code)",
+        "licence_files": ["LICENSE.yunet.opencv_zoo.txt", "LICENSE.yunet.libfacedetection_train.txt"],
     },
 }
 
