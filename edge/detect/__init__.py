@@ -47,8 +47,7 @@ def register(cls: type) -> type:
 
 def detector_class(type_key: str) -> type:
     """The class registered for `type_key`; every module of this package is imported (and so registered) once."""
-    # Discover every module, not only when REGISTRY is empty: importing one detector module directly
-    # (e.g. edge.detect.mtcnn) registers that one alone. import_module is a no-op for modules already loaded.
+    # Every module, even when one was imported directly before (that one alone would be registered).
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
     if type_key not in REGISTRY:
