@@ -173,6 +173,8 @@ step "copy checkout" size_detail copy_checkout || { print_summary; exit 1; }
 pip_install() {
   if [ "$FRESH" = 1 ]; then rm -rf "${ROOT:?}$VENV"; fi
   [ -x "$ROOT$VENV/bin/python" ] || in_root python3 -m venv "$VENV" || return
+  # A kept venv holds the last run's install, editable or not: remove it so only this checkout is imported.
+  in_root pip uninstall -y -q edge-face-appliance || return
   # Editable until the wheel carries models/ and config/ (issue 13 item 1); then a plain `pip install`.
   in_root pip install -e "$CHECKOUT" || return
   in_root pip list --format=freeze
