@@ -261,17 +261,43 @@ class HomeAssistantConfig(Section):
         return _topic_safe_path(value)
 
 
+FLEET_KEY_ENV = "EDGE_FLEET_KEY"
+
+
 class FleetConfig(Section):
     """Boxes sharing one gallery through retained, versioned messages on the broker (edge/fleet.py)."""
     enabled: bool = False
     topic: str = "edge-fleet/gallery"        # shared by every box of the fleet: one retained message per person
+    # The fleet's shared secret (HMAC-SHA256 over every message; README "Fleet trust model"): a file holding it,
+    # or the environment variable EDGE_FLEET_KEY, which wins. At least 16 bytes.
+    key_file: Path | None = None
+    # Without a key every message is taken on trust: only with this set explicitly.
+    allow_unsigned: bool = False
+    max_clock_skew_s: int = Field(300, ge=10, le=86400)   # live messages signed further from our clock are dropped
     max_message_bytes: int = Field(262144, ge=1024, le=16777216)
-    max_embeddings: int = Field(100, ge=1, le=10000)
+    max_embeddings: int = Field(100, ge=1, le=10000)     # per person in one message
+    max_people: int = Field(1000, ge=1, le=100000)       # people the fleet may enrol on this box
+    max_changes_per_s: float = Field(5.0, gt=0, le=1000)  # applied enrollments/forgets; the rest wait, coalesced
 
     @field_validator("topic")
     @classmethod
     def _topic_safe(cls, value: str) -> str:
         return _topic_safe_path(value)
+
+    @model_validator(mode="after")
+    def _key_or_explicitly_unsigned(self):
+        if self.enabled and not self.allow_unsigned and not self.key_file and not os.environ.get(FLEET_KEY_ENV):
+            raise ValueError(f"key_file: the fleet needs a shared key (fleet.key_file or {FLEET_KEY_ENV}); "
+                             "or set fleet.allow_unsigned: true to accept anyone who can publish on fleet.topic")
+        return self
+
+    def resolved_key(self) -> bytes | None:
+        """The key from EDGE_FLEET_KEY, then key_file (OSError when unreadable); None without one."""
+        if os.environ.get(FLEET_KEY_ENV):
+            return os.environ[FLEET_KEY_ENV].strip().encode()
+        if self.key_file:
+            return self.key_file.read_bytes().strip()
+        return None
 
 
 class SnapshotsConfig(Section):

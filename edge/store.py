@@ -167,8 +167,9 @@ class Store:
         row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
         return row[0] if row else None
 
-    def forget(self, name: str) -> bool:
-        """Erase a person: embeddings, sightings, outbox events naming them, then VACUUM the bytes away."""
+    def forget(self, name: str, vacuum: bool = True) -> bool:
+        """Erase a person: embeddings, sightings, outbox events naming them, then VACUUM the bytes away
+        (`vacuum=False`: the caller runs erase_free_pages() once after a batch, edge/fleet.py)."""
         identity_id = self.identity_id(name)
         if identity_id is None:
             return False
@@ -178,9 +179,14 @@ class Store:
                 self.db.execute(f"DELETE FROM {table} WHERE identity_id = ?", [identity_id])
             self.db.execute("DELETE FROM identities WHERE id = ?", [identity_id])
         self._write(write)
-        self._erase_free_pages()
+        if vacuum:
+            self._erase_free_pages()
         self._gallery = None
         return True
+
+    def erase_free_pages(self) -> None:
+        """VACUUM after forgets made with vacuum=False."""
+        self._erase_free_pages()
 
     def _erase_free_pages(self) -> None:
         # Deleted rows linger in free pages and the WAL until rewritten.
@@ -220,9 +226,13 @@ class Store:
                                             alter=False)
         self._write(write)
 
-    def pending(self, limit: int = 100, exclude: set[int] = frozenset()) -> list[OutboxEvent]:
-        rows = self.db.execute("SELECT id, event_id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?",
-                               [limit + len(exclude)]).fetchall()
+    def pending(self, limit: int = 100, exclude: set[int] = frozenset(),
+                skip_topics: frozenset[str] = frozenset()) -> list[OutboxEvent]:
+        """Oldest first; `skip_topics`: topics the broker refused lately (edge/publish.py backs off)."""
+        skip = sorted(skip_topics)
+        where = f"WHERE topic NOT IN ({','.join('?' * len(skip))}) " if skip else ""
+        rows = self.db.execute(f"SELECT id, event_id, topic, payload, retain FROM outbox {where}ORDER BY id LIMIT ?",
+                               [*skip, limit + len(exclude)]).fetchall()
         return [OutboxEvent(*r) for r in rows if r[0] not in exclude][:limit]
 
     def delivered(self, outbox_ids: list[int]) -> None:

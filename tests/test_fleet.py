@@ -6,7 +6,9 @@ import json
 import logging
 import signal
 import sqlite3
+import tempfile
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from conftest import DEMO_GALLERY, Subscriber, pump_until, run_edge
 from edge.config import validate
 from edge.fleet import Fleet, PersonVersion, decode, digest, encode
+from edge.fleet_trust import FleetTrust
 from edge.homeassistant import presence_object_id
 from edge.publish import Publisher
 from edge.store import Store
@@ -22,6 +25,11 @@ from edge_process import EdgeProcess, base_args
 
 PHOTO = DEMO_GALLERY / "eileen_collins.jpg"
 FLEET = "edge-fleet/gallery"
+KEY = "fleet-test-key-0123456789abcdef"
+MODEL = "dlib_resnet_v1"
+FLEET_ENV = {"EDGE_FLEET_KEY": KEY}
+KEY_FILE = Path(tempfile.mkdtemp(prefix="edge-fleet-key-")) / "fleet.key"
+KEY_FILE.write_text(KEY + "\n")
 
 
 def still_video(path) -> str:
@@ -35,7 +43,8 @@ def still_video(path) -> str:
 
 def box_settings(db, port: int, box: str) -> list[str]:
     return ["--set", f"store.path={db}", "--set", f"device={box}", "--set", f"mqtt.prefix={box}",
-            "--set", "mqtt.host=127.0.0.1", "--set", f"mqtt.port={port}", "--set", "fleet.enabled=true"]
+            "--set", "mqtt.host=127.0.0.1", "--set", f"mqtt.port={port}", "--set", "fleet.enabled=true",
+            "--set", f"fleet.key_file={KEY_FILE}"]
 
 
 def embeddings(db, name: str) -> list[tuple[bytes, str]]:
@@ -118,13 +127,21 @@ def test_two_daemons_share_enrollments_and_forgets_through_the_broker(broker, su
 
 
 def _cfg(box: str, port: int = 1883):
-    return validate({"device": box, "fleet": {"enabled": True},
+    return validate({"device": box, "fleet": {"enabled": True, "key_file": str(KEY_FILE)},
                      "mqtt": {"host": "127.0.0.1", "port": port, "prefix": box}})
 
 
 def _message(name: str, version: int, box: str, vectors=None) -> tuple[PersonVersion, np.ndarray | None]:
     state = PersonVersion(name, version, box, int(vectors is None), digest(vectors))
-    return decode(name, encode(state, vectors).encode(), 1 << 20, 100)
+    incoming = decode(name, encode(state, vectors, MODEL).encode(), 1 << 20, 100, MODEL)
+    return incoming.state, incoming.vectors
+
+
+def signed(message: dict, key: str = KEY, **changes) -> bytes:
+    """`message` as a box holding `key` sends it (fresh timestamp and nonce, HMAC)."""
+    trust = FleetTrust(validate({"fleet": {"enabled": True, "allow_unsigned": True}}))
+    trust.key = key.encode() if key else None
+    return json.dumps(trust.sign({**message, **changes}, now_ms=changes.get("ts"))).encode()
 
 
 def test_conflicting_updates_resolve_the_same_way_in_any_order(tmp_path):
@@ -164,44 +181,70 @@ def test_local_changes_are_found_queued_retained_and_dropped_with_the_person(tmp
 
 
 
-def test_bad_messages_are_ignored_and_logged_once_and_stale_ones_are_overwritten(broker, tmp_path, caplog):
+def face_like(seed: int, count: int = 1) -> np.ndarray:
+    """Vectors with the length of a real dlib face embedding (1.27-1.61 on LFW), far from one another."""
+    vectors = np.random.default_rng(seed).normal(size=(count, 128)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True) * 1.4
+
+
+def test_bad_forged_and_replayed_messages_are_ignored_and_logged_and_stale_ones_are_overwritten(
+        broker, tmp_path, caplog):
     store = Store(tmp_path / "edge.db")
     cfg = _cfg("box-a", broker.port)
     publisher = Publisher(cfg.mqtt, cfg.device, store)
     fleet = Fleet(cfg, store, publisher)
     publisher.start()
     assert pump_until(publisher, publisher.connected.is_set)
-    good = json.loads(encode(PersonVersion("erin", 5000, "box-b", 0, ""), np.ones((1, 128), np.float32)))
-    bad = {
-        "huge": b"x" * (cfg.fleet.max_message_bytes + 1),
-        "notjson": b"{not json",
-        "nan": json.dumps({**good, "name": "nan", "embeddings": [
-            __import__("base64").b64encode(np.full(128, np.nan, "<f4").tobytes()).decode()]}).encode(),
-        "dims": json.dumps({**good, "name": "dims", "dimensions": 512}).encode(),
-        "short": json.dumps({**good, "name": "short", "embeddings": ["AAAA"]}).encode(),
-        "mismatch": json.dumps({**good, "name": "somebody-else"}).encode(),
-        "future": json.dumps({**good, "name": "future", "version": int(time.time() * 1000) + 10 ** 10}).encode(),
-        "boolversion": json.dumps({**good, "name": "boolversion", "version": True}).encode(),
-        "badbox": json.dumps({**good, "name": "badbox", "box": "a/b"}).encode(),
-        "op": json.dumps({**good, "name": "op", "op": "drop_tables"}).encode(),
-    }
+    good = json.loads(encode(PersonVersion("erin", 5000, "box-b", 0, ""), face_like(1), MODEL))
+    b64 = __import__("base64").b64encode
+    now_ms = int(time.time() * 1000)
+    replayed = signed({**good, "name": "replayed", "embeddings": [b64(face_like(2).tobytes()).decode()]})
+
+    def bad_messages() -> dict[str, bytes]:
+        """Signed afresh on every call (new nonces): each is refused for its own fault, not as a replay."""
+        return {
+            "huge": b"x" * (cfg.fleet.max_message_bytes + 1),
+            "notjson": b"{not json",
+            "unsigned": json.dumps({**good, "name": "unsigned"}).encode(),
+            "wrongkey": signed({**good, "name": "wrongkey"}, key="somebody-elses-key-0123456789"),
+            "tampered": json.dumps({**json.loads(signed({**good, "name": "tampered"})), "box": "box-z"}).encode(),
+            "stale": signed({**good, "name": "stale"}, ts=now_ms - 3600_000),
+            "ahead": signed({**good, "name": "ahead"}, ts=now_ms + 3600_000),
+            "othermodel": signed({**good, "name": "othermodel", "model": "reid_0095"}),
+            "nan": signed({**good, "name": "nan", "embeddings": [b64(np.full(128, np.nan, "<f4").tobytes()).decode()]}),
+            "long": signed({**good, "name": "long", "embeddings": [b64(np.ones(128, "<f4").tobytes()).decode()]}),
+            "dims": signed({**good, "name": "dims", "dimensions": 512}),
+            "short": signed({**good, "name": "short", "embeddings": ["AAAA"]}),
+            "mismatch": signed({**good, "name": "somebody-else"}),
+            "future": signed({**good, "name": "future", "version": now_ms + 10 ** 10}),
+            "boolversion": signed({**good, "name": "boolversion", "version": True}),
+            "badbox": signed({**good, "name": "badbox", "box": "a/b"}),
+            "op": signed({**good, "name": "op", "op": "drop_tables"}),
+        }
+    bad = bad_messages()
     sender = Subscriber(broker.port, topic="nothing", client_id="fleet-sender")
     caplog.set_level(logging.WARNING, logger="edge.fleet")
+    sender.client.publish(f"{FLEET}/replayed", replayed, qos=1).wait_for_publish(5)
     for _ in range(2):                                      # every bad message twice: logged once
-        for name, payload in bad.items():
+        for name, payload in bad_messages().items():
             sender.client.publish(f"{FLEET}/{name}", payload, qos=1).wait_for_publish(5)
-    sender.client.publish(f"{FLEET}/erin", json.dumps(good), qos=1, retain=True).wait_for_publish(5)
-    assert pump_until(publisher, lambda: fleet.applied == 1)
+    sender.client.publish(f"{FLEET}/replayed", replayed, qos=1).wait_for_publish(5)     # the same nonce again
+    sender.client.publish(f"{FLEET}/erin", signed(good), qos=1, retain=True).wait_for_publish(5)
+    assert pump_until(publisher, lambda: fleet.applied == 2)
     pump_until(publisher, lambda: False, timeout=0.5)
-    assert set(store.person_embeddings()) == {"erin"}
+    assert set(store.person_embeddings()) == {"erin", "replayed"}
     warnings = [r.getMessage() for r in caplog.records if "fleet: ignored" in r.getMessage()]
-    assert len(warnings) == len(bad), warnings
-    assert all(len(w) < 300 for w in warnings)
+    assert len(warnings) == len(bad) + 1, "\n".join(warnings)
+    assert all(len(w) < 400 for w in warnings)
+    for name, reason in (("unsigned", "unsigned"), ("wrongkey", "wrong signature"), ("tampered", "wrong signature"),
+                         ("stale", "stale"), ("ahead", "future"), ("othermodel", "model"), ("long", "length"),
+                         ("replayed", "replayed")):
+        assert any(f"/{name}:" in w and reason in w for w in warnings), (name, warnings)
 
     # A late message older than what we hold (a box that was offline for long) takes the retained slot:
     # we put the newer state back so that boxes joining later do not learn the stale one.
-    old = json.loads(encode(PersonVersion("erin", 4000, "box-c", 1, ""), None))
-    sender.client.publish(f"{FLEET}/erin", json.dumps(old), qos=1, retain=True).wait_for_publish(5)
+    old = json.loads(encode(PersonVersion("erin", 4000, "box-c", 1, ""), None, MODEL))
+    sender.client.publish(f"{FLEET}/erin", signed(old), qos=1, retain=True).wait_for_publish(5)
     sender.close()
 
     def retained_version():
@@ -211,7 +254,7 @@ def test_bad_messages_are_ignored_and_logged_once_and_stale_ones_are_overwritten
         held = newcomer.payloads(f"{FLEET}/erin")
         return json.loads(held[-1])["version"] if held else None
     assert pump_until(publisher, lambda: retained_version() == 5000)
-    assert set(store.person_embeddings()) == {"erin"} and store.fleet_states()["erin"]["version"] == 5000
+    assert set(store.person_embeddings()) == {"erin", "replayed"} and store.fleet_states()["erin"]["version"] == 5000
     publisher.stop()
 
 
@@ -219,4 +262,4 @@ def test_bad_messages_are_ignored_and_logged_once_and_stale_ones_are_overwritten
 def test_invalid_names_are_refused(name):
     state = PersonVersion(name, 1, "box", 1, "")
     with pytest.raises(ValueError):
-        decode(name, encode(state, None).encode(), 1 << 20, 100)
+        decode(name, encode(state, None, MODEL).encode(), 1 << 20, 100, MODEL)
