@@ -92,7 +92,9 @@ def test_two_daemons_share_enrollments_and_forgets_through_the_broker(broker, su
         # The message: retained, embeddings only (no image, no file name), versioned.
         topic = f"{FLEET}/eileen_collins"
         message = json.loads(watcher.payloads(topic)[0])
-        assert set(message) == {"schema", "op", "name", "version", "box", "dimensions", "embeddings"}
+        assert set(message) == {"schema", "op", "name", "version", "box", "model", "dimensions", "embeddings",
+                                "ts", "nonce", "sig"}
+        assert message["model"] == MODEL and abs(message["ts"] - time.time() * 1000) < 60_000
         assert (message["op"], message["box"], message["version"]) == ("enroll", "box-a", version)
         assert len(message["embeddings"]) == 1 and len(watcher.payloads(topic)[0]) < 2000
         # Box B's Home Assistant device gets a presence sensor for the person it learnt.
