@@ -98,6 +98,7 @@ class Publisher:
         self._fresh_connection = threading.Event()
         self._callback_errors: set[str] = set()
         self._refused_logged: set[str] = set()
+        self._stopping = False
         self._connected_at = 0.0
         self._short_connections: deque[float] = deque()
         self._dropped_logged_at = float("-inf")
@@ -211,7 +212,7 @@ class Publisher:
 
     @_guarded
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("MQTT disconnected (%s); events are kept in the outbox until it is back", reason_code)
             self._notice_takeover(reason_code)
         self.connected.clear()
@@ -333,9 +334,10 @@ class Publisher:
         if len(self._refused_logged) < 1000:
             self._refused_logged.add(topic)
         what = "kept in the outbox and retried" if queued else "current state, sent again on reconnect"
-        log.error("MQTT broker %s:%s refused a message on %s: %s; %s. Check the broker's ACL for client %r "
-                  "(user %r)", self.cfg.host, self.cfg.port, topic, reason, what, self.client_id,
-                  self.cfg.resolved_username())
+        user = self.cfg.resolved_username()
+        log.error("MQTT broker %s:%s refused a message on %s: %s; %s. Check the broker's ACL for client %r (%s)",
+                  self.cfg.host, self.cfg.port, topic, reason, what, self.client_id,
+                  f"user {user!r}" if user else "anonymous")
         if queued:
             self.refused[topic] = RefusedTopic(reason, now + REFUSED_RETRY_S[0], REFUSED_RETRY_S[0])
 
@@ -397,6 +399,7 @@ class Publisher:
         return self.store.outbox_depth() == 0
 
     def stop(self) -> None:
+        self._stopping = True             # our own goodbye is not worth a warning
         if self.connected.is_set() and self.availability:
             info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
             try:
