@@ -198,6 +198,9 @@ class MqttConfig(Section):
     key_file: Path | None = None
     keepalive: int = Field(30, ge=5, le=3600)
     qos: Literal[0, 1, 2] = 1
+    # v5: the broker's acknowledgement says when it refuses a message (an ACL), which then stays in the outbox.
+    # v3.1.1 only for a broker without MQTT 5 (Mosquitto < 1.6): it cannot say so, refused events are lost.
+    protocol: Literal["v5", "v3.1.1"] = "v5"
 
     @field_validator("prefix")
     @classmethod

@@ -101,10 +101,13 @@ class Publisher:
         self._stopping = False
         self._connected_at = 0.0
         self._short_connections: deque[float] = deque()
-        self._dropped_logged_at = float("-inf")
+        self._dropped_logged_at, self._dropped_logged = float("-inf"), 0
         self.client_id = client_id or cfg.client_id or default_client_id(device)
+        # v5 by default: its PUBACK says when the broker refuses a message; 3.1.1 only for brokers without v5.
+        self.v5 = cfg.protocol == "v5"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  protocol=mqtt.MQTTv5)
+                                  **({"protocol": mqtt.MQTTv5} if self.v5 else
+                                     {"protocol": mqtt.MQTTv311, "clean_session": True}))
         username = cfg.resolved_username()
         if username:
             try:
@@ -260,7 +263,8 @@ class Publisher:
     def start(self) -> None:
         try:
             # A clean start on every connect: the outbox, not the broker's session, holds what is unsent.
-            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, clean_start=True)
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive,
+                                      **({"clean_start": True} if self.v5 else {}))
         except (OSError, ValueError) as exc:
             log.error("MQTT: cannot connect to %s:%s: %s", self.cfg.host, self.cfg.port, exc)
         self.client.loop_start()
@@ -296,8 +300,8 @@ class Publisher:
                         raise                 # the database failing is the daemon's to report (exit 1)
                     except Exception as exc:  # noqa: BLE001 -- network input must never stop the daemon
                         self._log_callback_error(f"handler for {topic_filter}", exc)
-        if self.incoming_dropped and time.monotonic() - self._dropped_logged_at > 60:
-            self._dropped_logged_at = time.monotonic()
+        if self.incoming_dropped > self._dropped_logged and time.monotonic() - self._dropped_logged_at > 60:
+            self._dropped_logged_at, self._dropped_logged = time.monotonic(), self.incoming_dropped
             log.warning("MQTT: %d incoming messages dropped so far: they arrive faster than they are handled "
                         "(someone floods a topic we subscribe to)", self.incoming_dropped)
 
@@ -319,27 +323,30 @@ class Publisher:
                     self._refuse(topic, reason, now, queued=row is not None)
             elif row is not None:
                 accepted.append(row[0])
-                self._refused_logged.discard(topic)
                 if topic in self.refused:
                     del self.refused[topic]
+                family = topic.split("/")[0]
+                if family in self._refused_logged and not any(t.split("/")[0] == family for t in self.refused):
+                    self._refused_logged.discard(family)
                     log.warning("MQTT broker accepts messages on %s again; held-back messages follow", topic)
         if accepted:
             self.store.delivered(accepted)
             self.delivered_count += len(accepted)
 
     def _refuse(self, topic: str, reason: str, now: float, queued: bool) -> None:
-        """Log a refused topic once; a queued one is held back and retried (see _send_pending)."""
-        if topic in self.refused or (not queued and topic in self._refused_logged):
-            return                  # already reported; a retry is scheduled
-        if len(self._refused_logged) < 1000:
-            self._refused_logged.add(topic)
+        """Log once per first topic level (door1/..., edge-fleet/...: one line for a hundred fleet topics);
+        a queued message's topic is held back and retried (see _send_pending)."""
+        family = topic.split("/")[0]
+        if queued and topic not in self.refused:
+            self.refused[topic] = RefusedTopic(reason, now + REFUSED_RETRY_S[0], REFUSED_RETRY_S[0])
+        if family in self._refused_logged:
+            return                  # already reported; retries are scheduled
+        self._refused_logged.add(family)
         what = "kept in the outbox and retried" if queued else "current state, sent again on reconnect"
         user = self.cfg.resolved_username()
-        log.error("MQTT broker %s:%s refused a message on %s: %s; %s. Check the broker's ACL for client %r (%s)",
-                  self.cfg.host, self.cfg.port, topic, reason, what, self.client_id,
-                  f"user {user!r}" if user else "anonymous")
-        if queued:
-            self.refused[topic] = RefusedTopic(reason, now + REFUSED_RETRY_S[0], REFUSED_RETRY_S[0])
+        log.error("MQTT broker %s:%s refused a message on %s: %s; %s (not logged again for %s/... until it is "
+                  "accepted). Check the broker's ACL for client %r (%s)", self.cfg.host, self.cfg.port, topic,
+                  reason, what, family, self.client_id, f"user {user!r}" if user else "anonymous")
 
     def _send_pending(self, only: set[int] | None) -> int:
         now = time.monotonic()

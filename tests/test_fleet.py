@@ -17,6 +17,7 @@ import pytest
 from conftest import DEMO_GALLERY, Subscriber, pump_until, run_edge
 from edge.config import validate
 from edge.fleet import Fleet, PersonVersion, decode, digest, encode
+from edge.fleet import share_now as fleet_share_now
 from edge.fleet_trust import FleetTrust
 from edge.homeassistant import presence_object_id
 from edge.publish import Publisher
@@ -265,3 +266,39 @@ def test_invalid_names_are_refused(name):
     state = PersonVersion(name, 1, "box", 1, "")
     with pytest.raises(ValueError):
         decode(name, encode(state, None, MODEL).encode(), 1 << 20, 100, MODEL)
+
+
+def test_a_share_the_broker_refuses_stays_queued_and_goes_out_once_allowed(broker, tmp_path, caplog):
+    """Mosquitto with an ACL refusing the fleet topic answers the v5 PUBACK "Not authorized": the enrollment
+    is not lost, not reported as shared, and is delivered when the ACL allows it."""
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite #\ntopic deny {FLEET}/#\n")
+    broker.stop()
+    # Run as root: mosquitto would otherwise drop to user mosquitto, which cannot read the test's files.
+    broker.conf.write_text(broker.conf.read_text() + f"acl_file {acl}\nuser root\n")
+    broker.start()
+    store = Store(tmp_path / "edge.db")
+    store.enroll("dave", face_like(5, 2), ["a.jpg", "b.jpg"])
+    cfg = _cfg("box-a", broker.port)
+    caplog.set_level(logging.INFO)
+    line = fleet_share_now(cfg, store)
+    assert "refused" in line and "Not authorized" in line, line
+    [queued] = store.pending()
+    assert queued.topic == f"{FLEET}/dave" and queued.retain
+    assert any("refused a message on edge-fleet/gallery/dave" in r.getMessage() for r in caplog.records)
+
+    acl.write_text("topic readwrite #\n")
+    broker.stop()
+    broker.start()
+    publisher = Publisher(cfg.mqtt, cfg.device, store)
+    Fleet(cfg, store, publisher)
+    publisher.start()
+    try:
+        assert pump_until(publisher, lambda: store.outbox_depth() == 0, timeout=20)
+    finally:
+        publisher.stop()
+    newcomer = Subscriber(broker.port, topic=f"{FLEET}/dave", client_id="after-acl")
+    assert newcomer.wait_for(lambda s: s.payloads(f"{FLEET}/dave"), timeout=5)
+    newcomer.close()
+    message = json.loads(newcomer.payloads(f"{FLEET}/dave")[-1])
+    assert message["op"] == "enroll" and len(message["embeddings"]) == 2 and "sig" in message
