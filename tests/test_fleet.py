@@ -302,3 +302,33 @@ def test_a_share_the_broker_refuses_stays_queued_and_goes_out_once_allowed(broke
     newcomer.close()
     message = json.loads(newcomer.payloads(f"{FLEET}/dave")[-1])
     assert message["op"] == "enroll" and len(message["embeddings"]) == 2 and "sig" in message
+
+
+def test_an_average_of_real_faces_is_refused_and_real_faces_are_not(shared_datasets):
+    """The poisoning forgery of issue 14 (the mean of many faces, which matched 61% of other people) against
+    a gallery of the six people of the shared identity set; real LFW faces of other people pass."""
+    import importlib.util
+
+    from conftest import ROOT
+    from edge.config import load_config
+    from edge.fleet_trust import implausible
+
+    spec = importlib.util.spec_from_file_location("measure_unknown_clusters",
+                                                  ROOT / "training" / "measure_unknown_clusters.py")
+    measure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure)
+    cfg = load_config()
+    models = measure.load_models(cfg)
+    gallery, names, _ = measure.embed(models, measure.people_set(shared_datasets), "people")
+    lfw, lfw_people, _ = measure.embed(models, measure.lfw_set(80, shared_datasets), "lfw")
+    names = np.array(names, dtype=object)
+    crowd = sorted(set(lfw_people))[:50]
+    average = lfw[[p in crowd for p in lfw_people]].mean(axis=0, keepdims=True)
+    genuine = lfw[[p not in crowd for p in lfw_people]]
+    threshold = cfg.identity.threshold
+    assert implausible(average, MODEL, names, gallery, threshold) is not None
+    passed = [implausible(v[None, :], MODEL, names, gallery, threshold) is None for v in genuine]
+    print(f"\nplausibility: average of {len(crowd)} LFW people refused "
+          f"({implausible(average, MODEL, names, gallery, threshold)}); {sum(passed)}/{len(passed)} real faces of "
+          f"other LFW people accepted against {len(set(names))} enrolled people")
+    assert sum(passed) >= 0.95 * len(passed)
