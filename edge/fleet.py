@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import AppConfig
-from .fleet_trust import MODELS, FleetTrust, implausible, model_id
+from .fleet_trust import MODELS, FleetTrust, implausible, l2_threshold, model_id
 from .publish import Publisher
 from .snapshots import erase_thumbnails
 from .store import Store
@@ -180,7 +180,7 @@ class Fleet:
     def share_local_changes(self) -> list[int]:
         """Stamp every person whose embeddings differ from their last fleet version (enrolled, re-enrolled,
         forgotten here) with a new version and queue the retained message; returns the outbox row ids."""
-        people = self.store.person_embeddings()
+        people = self.store.person_embeddings(self.model)
         states = self._states()
         queued = []
         now_ms = int(time.time() * 1000)
@@ -227,10 +227,10 @@ class Fleet:
         if waiting is not None and state.order <= waiting.state.order:
             return
         if not state.deleted:
-            gallery = self.store.gallery()
+            gallery = self.store.gallery(self.model)
             others = gallery.names != state.name
             if why := implausible(incoming.vectors, self.model, gallery.names[others], gallery.vectors[others],
-                                  self.app_cfg.identity.threshold):
+                                  l2_threshold(self.app_cfg)):
                 raise BadMessage(why)
             if state.name not in set(gallery.names.tolist()) and waiting is None and \
                     len(set(gallery.names.tolist())) + len(self._waiting) >= self.cfg.max_people:
@@ -268,7 +268,8 @@ class Fleet:
             erase_thumbnails(self.app_cfg, incoming.name)
             self.store.save_fleet_state(asdict(incoming))
         else:
-            self.store.apply_fleet_enrollment(asdict(incoming), vectors, f"fleet:{incoming.box}")
+            self.store.apply_fleet_enrollment(asdict(incoming), vectors, f"fleet:{incoming.box}",
+                                              model=self.app_cfg.identity.model)
         self.applied += 1
         log.info("fleet: applied %s of %s from %s (version %d)", "forget" if incoming.deleted else "enrollment",
                  incoming.name, incoming.box, incoming.version)
@@ -278,7 +279,7 @@ class Fleet:
         now = time.monotonic()
         if self.publisher is None or now - self._republished.get(local.name, float("-inf")) < REPUBLISH_EVERY_S:
             return
-        vectors = None if local.deleted else self.store.person_embeddings().get(local.name)
+        vectors = None if local.deleted else self.store.person_embeddings(self.model).get(local.name)
         if not local.deleted and digest(vectors) != local.digest:
             return                   # an unshared local change: share_local_changes() sends it
         if len(self._republished) > 10000:

@@ -16,7 +16,6 @@ import numpy as np
 
 from .config import AppConfig, ConfigError
 
-DEFAULT_MODEL = "dlib_resnet_v1"        # until identity.model lands, the one embedding model there is
 # Per model: dimensions and the L2 norm range of a real face's embedding. dlib ResNet vectors are not unit
 # length: 1.27-1.61 on one photo each of 300 LFW people (this project's model); a margin either side.
 # A model missing here (added by identity.model later) is checked for finite values and dimensions only.
@@ -30,8 +29,14 @@ MIN_KEY_BYTES = 16
 
 
 def model_id(cfg: AppConfig) -> str:
-    """The embedding model in force; read in one place so identity.model can take over."""
-    return getattr(cfg.identity, "model", None) or DEFAULT_MODEL
+    """The embedding model in force (identity.model): fleet messages carry it, vectors of another are ignored."""
+    return cfg.identity.model
+
+
+def l2_threshold(cfg: AppConfig) -> float:
+    """identity.threshold as an L2 distance: cosine models' 1 - similarity is L2^2 / 2 between unit vectors."""
+    threshold = cfg.identity.threshold
+    return float(np.sqrt(2 * threshold)) if cfg.identity.metric == "cosine" else threshold
 
 
 def canonical(message: dict) -> bytes:

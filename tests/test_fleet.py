@@ -158,7 +158,7 @@ def test_conflicting_updates_resolve_the_same_way_in_any_order(tmp_path):
         fleet = Fleet(_cfg(box), store)
         for i in order:
             fleet.receive(*messages[i])
-        outcomes.append((store.fleet_states()["carol"]["box"], store.person_embeddings()["carol"].tobytes()))
+        outcomes.append((store.fleet_states()["carol"]["box"], store.person_embeddings(MODEL)["carol"].tobytes()))
     # Same version: the higher box id wins, whatever the order of arrival; the older forget never wins.
     assert outcomes == [("box-y", second.tobytes())] * 3
 
@@ -166,7 +166,7 @@ def test_conflicting_updates_resolve_the_same_way_in_any_order(tmp_path):
 def test_local_changes_are_found_queued_retained_and_dropped_with_the_person(tmp_path):
     store = Store(tmp_path / "edge.db")
     fleet = Fleet(_cfg("box-a"), store)
-    store.enroll("dave", np.ones((2, 128), np.float32), ["a.jpg", "b.jpg"])   # any writer, no hook needed
+    store.enroll("dave", np.ones((2, 128), np.float32), ["a.jpg", "b.jpg"], model=MODEL)   # any writer, no hook needed
     assert len(fleet.share_local_changes()) == 1
     assert fleet.share_local_changes() == []              # nothing new
     [queued] = store.pending()
@@ -235,7 +235,7 @@ def test_bad_forged_and_replayed_messages_are_ignored_and_logged_and_stale_ones_
     sender.client.publish(f"{FLEET}/erin", signed(good), qos=1, retain=True).wait_for_publish(5)
     assert pump_until(publisher, lambda: fleet.applied == 2)
     pump_until(publisher, lambda: False, timeout=0.5)
-    assert set(store.person_embeddings()) == {"erin", "replayed"}
+    assert set(store.person_embeddings(MODEL)) == {"erin", "replayed"}
     warnings = [r.getMessage() for r in caplog.records if "fleet: ignored" in r.getMessage()]
     assert len(warnings) == len(bad) + 1, "\n".join(warnings)
     assert all(len(w) < 400 for w in warnings)
@@ -257,7 +257,8 @@ def test_bad_forged_and_replayed_messages_are_ignored_and_logged_and_stale_ones_
         held = newcomer.payloads(f"{FLEET}/erin")
         return json.loads(held[-1])["version"] if held else None
     assert pump_until(publisher, lambda: retained_version() == 5000)
-    assert set(store.person_embeddings()) == {"erin", "replayed"} and store.fleet_states()["erin"]["version"] == 5000
+    assert set(store.person_embeddings(MODEL)) == {"erin", "replayed"} and \
+        store.fleet_states()["erin"]["version"] == 5000
     publisher.stop()
 
 
@@ -278,7 +279,7 @@ def test_a_share_the_broker_refuses_stays_queued_and_goes_out_once_allowed(broke
     broker.conf.write_text(broker.conf.read_text() + f"acl_file {acl}\nuser root\n")
     broker.start()
     store = Store(tmp_path / "edge.db")
-    store.enroll("dave", face_like(5, 2), ["a.jpg", "b.jpg"])
+    store.enroll("dave", face_like(5, 2), ["a.jpg", "b.jpg"], model=MODEL)
     cfg = _cfg("box-a", broker.port)
     caplog.set_level(logging.INFO)
     line = fleet_share_now(cfg, store)
