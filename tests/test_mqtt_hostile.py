@@ -116,8 +116,9 @@ def cpu_s(pid: int) -> float:
 
 def keeps_frame_rate(fps: list[float]) -> bool:
     """At camera pace the demo runs at 15 frames/s; the loop stalled by the old fleet handling gave 0.2.
-    Wide margin: the test machine runs other work too (load average up to 20 on 2 cores was seen)."""
-    return bool(fps) and min(fps) >= 4 and statistics.mean(fps) >= 9
+    Wide margin: the test machine runs other work too (with load average 15-20 on 2 cores, an undisturbed
+    daemon was seen at 9-12 frames/s)."""
+    return bool(fps) and min(fps) >= 3 and statistics.mean(fps) >= 7
 
 
 def daemon_args(db: Path, port: int, *extra: str) -> list[str]:
