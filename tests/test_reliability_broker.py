@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -261,7 +263,19 @@ def test_events_the_broker_refuses_stay_in_the_outbox_are_reported_and_go_out_on
         acl_broker, subscriber_factory, tmp_path):
     db = tmp_path / "edge.db"
     subscriber = subscriber_factory(acl_broker.port, topic="door1/events")
-    daemon = EdgeProcess(*base_args(db, "--max-frames", "150", pace="every_frame", port=acl_broker.acl_port))
+    web_port = free_port()
+    daemon = EdgeProcess(*base_args(db, "--max-frames", "400", "--set", "web.enabled=true", "--set",
+                                    f"web.port={web_port}", pace="realtime", port=acl_broker.acl_port))
+    daemon.wait_log(r"refused a message on door1/events", timeout=60)
+
+    def served(path: str) -> str:
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}{path}", timeout=5) as reply:
+            return reply.read().decode()
+    # The refusal is counted on /metrics and named in /healthz (the status page's figures).
+    daemon.wait_until(lambda p: re.search(r"^edge_mqtt_refused_total [1-9]", served("/metrics"), re.M), 30,
+                      "edge_mqtt_refused_total > 0")
+    assert json.loads(served("/healthz"))["broker_refuses"] == ["door1/events"]
     assert daemon.wait(120) == 0, daemon.stderr()
     produced = {e["event_id"] for e in daemon.events}
     refused = [line for _, line in daemon.log if "refused a message on door1/events" in line]
