@@ -232,8 +232,9 @@ class Fleet:
             if why := implausible(incoming.vectors, self.model, gallery.names[others], gallery.vectors[others],
                                   l2_threshold(self.app_cfg)):
                 raise BadMessage(why)
-            if state.name not in set(gallery.names.tolist()) and waiting is None and \
-                    len(set(gallery.names.tolist())) + len(self._waiting) >= self.cfg.max_people:
+            enrolled = set(gallery.names.tolist())
+            if state.name not in enrolled and waiting is None and \
+                    len(enrolled) + len(self._waiting) >= self.cfg.max_people:
                 raise BadMessage(f"this box holds fleet.max_people ({self.cfg.max_people}) already")
         elif waiting is None and len(self._waiting) >= self.cfg.max_people:
             raise BadMessage("too many changes waiting to be applied")

@@ -333,3 +333,36 @@ def test_an_average_of_real_faces_is_refused_and_real_faces_are_not(shared_datas
           f"({implausible(average, MODEL, names, gallery, threshold)}); {sum(passed)}/{len(passed)} real faces of "
           f"other LFW people accepted against {len(set(names))} enrolled people")
     assert sum(passed) >= 0.95 * len(passed)
+
+
+def test_changes_are_applied_at_the_configured_rate_people_are_capped_and_forgets_vacuum_once(tmp_path,
+                                                                                                monkeypatch):
+    import edge.fleet as fleet_module
+    monkeypatch.setattr(fleet_module, "VACUUM_AFTER_S", 0.3)
+    store = Store(tmp_path / "edge.db")
+    cfg = validate({"device": "box-a", "fleet": {"enabled": True, "key_file": str(KEY_FILE), "max_people": 30,
+                                                 "max_changes_per_s": 20}})
+    fleet = Fleet(cfg, store)
+    version = int(time.time() * 1000)
+    for i in range(40):                      # retained, as a box joining the fleet hears them
+        body = json.loads(encode(PersonVersion(f"p{i}", version, "box-b", 0, ""), face_like(100 + i), MODEL))
+        fleet._on_message(f"{FLEET}/p{i}", signed(body), True)
+    assert len(fleet._waiting) == 30 and fleet.rejections.rejected == 10      # fleet.max_people
+    started = time.monotonic()
+    while fleet._waiting:
+        fleet.work()
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    assert fleet.applied == 30 and 0.4 <= elapsed <= 3, elapsed           # a burst of 20, then 20/s
+
+    def free_pages() -> int:
+        return store.db.execute("PRAGMA freelist_count").fetchone()[0]
+    for i in range(30):
+        body = json.loads(encode(PersonVersion(f"p{i}", version + 1, "box-b", 1, ""), None, MODEL))
+        fleet._on_message(f"{FLEET}/p{i}", signed(body), True)
+    while fleet._waiting:
+        fleet.work()
+    assert store.person_embeddings(MODEL) == {} and free_pages() > 0         # forgotten, not yet VACUUMed
+    time.sleep(0.4)
+    fleet.work()
+    assert free_pages() == 0
