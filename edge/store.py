@@ -163,6 +163,29 @@ class Store:
             "(SELECT MAX(last_seen) FROM sightings s WHERE s.identity_id = i.id) AS last_seen "
             "FROM identities i LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name"))
 
+    def photo_owner(self, sha256: str) -> str | None:
+        """Who was enrolled from the photo with this content hash (edge/enroll.py writes it into `source`)."""
+        row = self.db.execute("SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+                              "WHERE e.source LIKE ? LIMIT 1", [f"sha256:{sha256} %"]).fetchone()
+        return row[0] if row else None
+
+    def embedding_models(self) -> dict[str, list[str]]:
+        """name -> the model ids of their embeddings, when the schema records them (else {})."""
+        columns = {c.name for c in self.db["embeddings"].columns}
+        if "model" not in columns:
+            return {}
+        people: dict[str, list[str]] = {}
+        for name, model in self.db.execute("SELECT DISTINCT i.name, e.model FROM embeddings e "
+                                           "JOIN identities i ON i.id = e.identity_id ORDER BY e.model"):
+            people.setdefault(name, []).append(str(model))
+        return people
+
+    def recent_sightings(self, limit: int = 20) -> list[dict]:
+        """The newest sightings, with the person's name (None: unknown)."""
+        return list(self.db.query(
+            "SELECT s.track, s.camera, s.first_seen, s.last_seen, s.age, s.gender, i.name FROM sightings s "
+            "LEFT JOIN identities i ON i.id = s.identity_id ORDER BY s.last_seen DESC LIMIT ?", [limit]))
+
     def identity_id(self, name: str) -> int | None:
         row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
         return row[0] if row else None
