@@ -51,7 +51,8 @@ def _decode(source, label: str) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not an image file (or a format Pillow cannot read)") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{label}: image dimensions are implausibly large", "too_large") from None
+        raise ImageError(f"{label}: image dimensions are implausibly large (a decompression bomb?); refused",
+                         "too_large") from None
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageError):
             raise
