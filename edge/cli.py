@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--strict", action="store_true",
                         help="save nothing when any photo is unusable (default: report it and skip it)")
 
+    sub.add_parser("hash-password", help="print the scrypt hash of a password for web.password / web.token "
+                                         "(read from stdin, or asked twice on a terminal)")
+
     backup = sub.add_parser("backup", help="consistent copy of the database (safe while the daemon runs)")
     backup.add_argument("path", type=Path, help="file to write (or a folder to write edge.db into)")
 
@@ -100,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (models_sub.add_parser("list"), models_sub.add_parser("verify")):
         _common(p)
 
-    for p in (run, demo, enroll, backup, analyze, compare, calibrate, sub.choices["doctor"]):
+    for p in (run, demo, enroll, backup, analyze, compare, calibrate, sub.choices["doctor"],
+              sub.choices["hash-password"]):
         _common(p)
     return parser
 
@@ -223,6 +227,24 @@ def cmd_enroll(cfg: AppConfig, args) -> int:
         return 0 if not result.bad else EXIT_INPUT
     print(result.summary())
     _share_with_fleet(cfg, store)
+    return 0
+
+
+def cmd_hash_password(cfg: AppConfig, args) -> int:
+    """The config then holds only the hash: web.password: "scrypt$..." (edge/web_auth.py)."""
+    from .web_auth import hash_secret
+    if sys.stdin.isatty():
+        import getpass
+        first, second = getpass.getpass("password: "), getpass.getpass("again: ")
+        if first != second:
+            print("usage error: the two passwords differ", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        first = sys.stdin.readline().rstrip("\n")
+    if len(first) < 8:
+        print("usage error: use at least 8 characters", file=sys.stderr)
+        return EXIT_CONFIG
+    print(hash_secret(first))
     return 0
 
 
@@ -450,4 +472,5 @@ def cmd_models(cfg: AppConfig, args) -> int:
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "enroll": cmd_enroll, "identities": cmd_identities,
             "analyze": cmd_analyze, "compare": cmd_compare, "calibrate": cmd_calibrate, "doctor": cmd_doctor,
-            "models": cmd_models, "unknowns": cmd_unknowns, "backup": cmd_backup}
+            "models": cmd_models, "unknowns": cmd_unknowns, "backup": cmd_backup,
+            "hash-password": cmd_hash_password}
