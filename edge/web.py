@@ -314,7 +314,7 @@ def _handler(server: StatusServer):
             body = people_page(device, people.people(), people.sightings(), people.groups(),
                                logged_in=session is not None, csrf=session.csrf if session else "", flash=flash,
                                thumbnails_on=live.cfg.snapshots.keep_thumbnails,
-                               max_upload_mb=cfg.max_upload_bytes / 1e6)
+                               max_upload_mb=round(cfg.max_upload_bytes / 2 ** 20, 1))
             self.reply(200, HTML, body.encode())
 
         def thumbnail(self):

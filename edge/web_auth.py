@@ -17,6 +17,7 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 MAX_SESSIONS = 64
 LOGIN_WINDOW_S = 60.0
 MAX_TRACKED_CLIENTS = 4096
+TOKEN_CACHE_S = 300.0       # a script polling the API pays the scrypt check once per 5 minutes, not per call
 
 
 def hash_secret(secret: str, salt: bytes | None = None, n: int = SCRYPT_N, r: int = SCRYPT_R,
@@ -73,6 +74,8 @@ class Auth:
     failures_per_minute: int
     sessions: dict[str, Session] = field(default_factory=dict)
     _failures: dict[str, deque] = field(default_factory=dict)
+    _good_tokens: dict[bytes, float] = field(default_factory=dict)     # keyed HMAC of a token -> valid until
+    _cache_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -112,10 +115,20 @@ class Auth:
         return ok
 
     def check_token(self, client: str, candidate: str) -> bool:
+        key = hmac.new(self._cache_key, candidate.encode(), hashlib.sha256).digest()
+        now = time.monotonic()
+        with self._lock:
+            if self._good_tokens.get(key, 0.0) > now:
+                return True
         ok = verify(candidate, self.token_hash) or verify(candidate, self.password_hash)
         if not ok:
             self._failed(client)
-        return ok
+            return False
+        with self._lock:
+            if len(self._good_tokens) >= 16:
+                self._good_tokens.clear()
+            self._good_tokens[key] = now + TOKEN_CACHE_S
+        return True
 
     # --- sessions ------------------------------------------------------------------------------
     def open_session(self) -> str:

@@ -106,7 +106,7 @@ def people_page(device: str, people: list[dict], sightings: list[dict], groups: 
 <label>photos <input type="file" name="photos" id="enroll-photos" multiple accept="image/*" required></label>
 <label><input type="checkbox" name="strict" value="1"> save nothing if any photo is unusable</label>
 <button type="submit" id="enroll-button">enrol</button></form>
-<p class="muted">One face per photo; at most {max_upload_mb:g} MB per upload. A bad photo is reported and skipped;
+<p class="muted">One face per photo; at most {max_upload_mb:g} MiB per upload. A bad photo is reported and skipped;
 a photo already enrolled is not stored twice.</p>""" if act else \
         '<p class="muted">Log in to enrol, name or forget people.</p>'
     no_thumbs = "" if thumbnails_on else \

@@ -46,9 +46,10 @@ class PooledHTTPServer(HTTPServer):
     """HTTPServer whose requests run on `workers` fixed threads; at most `backlog` accepted connections wait."""
 
     def __init__(self, address, handler, workers: int, backlog: int):
-        super().__init__(address, handler)
         self.jobs: queue.Queue = queue.Queue(maxsize=max(1, backlog))
         self.rejected = 0
+        self.workers: list[threading.Thread] = []       # none yet: a failed bind calls server_close()
+        super().__init__(address, handler)
         self.workers = [threading.Thread(target=self._work, name=f"web-{i}", daemon=True) for i in range(workers)]
         for worker in self.workers:
             worker.start()

@@ -232,3 +232,21 @@ def test_host_header_and_multipart_parsing_refuse_what_they_should():
     assert refused.value.status == 413
     with pytest.raises(BadRequest):
         parse_multipart("text/plain", b"hello", max_files=2)
+
+
+def test_port_in_use_costs_the_page_only(caplog):
+    import socket
+    from edge.config import AppConfig
+    from edge.live import LiveOutputs
+    from edge.pipeline import StageTimer
+    from edge.web import StatusServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = AppConfig.model_validate({"web": {"enabled": True, "port": taken.getsockname()[1]}})
+        server = StatusServer(LiveOutputs(cfg, SimpleNamespace(timer=StageTimer(), faces_seen=0)), cfg.web)
+        server.start()
+    assert server.httpd is None
+    assert any("cannot listen on 127.0.0.1" in r.getMessage() for r in caplog.records)
+    server.stop()
