@@ -267,14 +267,18 @@ def cmd_identities(cfg: AppConfig, args) -> int:
 
     store = Store(cfg.store.path)
     if args.action == "list":
-        rows = store.identities()
+        model = cfg.identity.model
+        rows = store.identities(model)
         if args.json:
             print(json.dumps(rows))
         elif not rows:
             print("no one is enrolled")
         else:
             for row in rows:
-                print(f"{row['name']}: {row['embeddings']} embedding(s), {row['sightings']} sighting(s)")
+                stale = f"; must be enrolled again: only {', '.join(row['other_models'])} embeddings, the " \
+                        f"model in force is {model} (edge enroll {row['name']} PHOTO...)" if not row["embeddings"] else ""
+                print(f"{row['name']}: {row['embeddings']} {model} embedding(s), {row['sightings']} sighting(s)"
+                      + stale)
         return 0
     from .enroll import forget_person
     if not forget_person(cfg, store, args.name):
@@ -290,9 +294,8 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
     from .store import Store
 
     store = Store(cfg.store.path)
-    threshold = cfg.unknowns.cluster_threshold or cfg.identity.threshold
     if args.action == "list":
-        groups = [c.as_dict() for c in unknowns.clusters(store, threshold, cfg.unknowns.linkage)]
+        groups = [c.as_dict() for c in unknowns.clusters(store, cfg)]
         if args.json:
             print(json.dumps(groups))
         elif not groups:
@@ -305,7 +308,7 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
         return 0
     from .enroll import checked_name, forget_unknown_group, name_unknown_group
     name = checked_name(args.name) if args.action == "name" else None
-    group = unknowns.find(store, args.cluster, threshold, cfg.unknowns.linkage)
+    group = unknowns.find(store, cfg, args.cluster)
     if group is None:
         print(f"no unknown cluster {args.cluster} (see edge unknowns list)", file=sys.stderr)
         return 1
@@ -324,7 +327,7 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
     from .store import Store
 
     models = load_models(cfg)
-    gallery = Store(cfg.store.path).gallery() if cfg.store.path.exists() else None
+    gallery = Store(cfg.store.path).gallery(cfg.identity.model) if cfg.store.path.exists() else None
     status = 0
     for path in args.images:
         try:
@@ -333,7 +336,7 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
             print(f"image error: {exc}", file=sys.stderr)
             status = EXIT_INPUT
             continue
-        results = face_results(faces, gallery, cfg.identity.threshold)
+        results = face_results(faces, gallery, cfg.identity.threshold, cfg.identity.metric)
         if args.json:
             print(json.dumps({"image": str(path), "faces": results}))
             continue
@@ -356,13 +359,12 @@ def _largest_face(models, path: Path):
 
 def cmd_compare(cfg: AppConfig, args) -> int:
     """Distance between the largest face of each photo, decided at the threshold in force."""
-    import numpy as np
-    from .identify import Match
+    from .identify import Match, distances
     from .models.loader import load_models
 
     models = load_models(cfg)
     (a, count_a), (b, count_b) = _largest_face(models, args.image_a), _largest_face(models, args.image_b)
-    distance = float(np.linalg.norm(a.embedding - b.embedding))
+    distance = float(distances(a.embedding[None], b.embedding[None], cfg.identity.metric)[0, 0])
     threshold = cfg.identity.threshold
     same = distance < threshold
     result = {"image_a": str(args.image_a), "image_b": str(args.image_b), "distance": round(distance, 4),
@@ -386,12 +388,13 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     import yaml
     from .config import PROJECT_ROOT
     from .evaluation import calibrate_threshold, plot_distance_histograms
+    from .identify import pair_distances
     from .models.loader import load_models
     from .store import Store
 
     if not args.folder.is_dir():
         raise ImageError(f"{args.folder}: not a folder (expected one sub-folder of photos per person)")
-    gallery = Store(cfg.store.path).gallery() if cfg.store.path.exists() else None
+    gallery = Store(cfg.store.path).gallery(cfg.identity.model) if cfg.store.path.exists() else None
     models = load_models(cfg)
     names, vectors = [], []
     # Folders starting with "_" or "." hold no single person (group photos, videos).
@@ -414,7 +417,7 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     names_arr = np.array(names, dtype=object)
     matrix = np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)
     rows, cols = np.triu_indices(len(names), k=1)
-    distances = np.linalg.norm(matrix[rows] - matrix[cols], axis=1)
+    distances = pair_distances(matrix[rows], matrix[cols], cfg.identity.metric)
     same = names_arr[rows] == names_arr[cols]
     keep = distances > 1e-6        # the same photo enrolled and in the folder says nothing
     distances, same = distances[keep], same[keep].astype(bool)
@@ -429,7 +432,7 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
                       f"{result['same_pairs']} same-person and {result['different_pairs']} different-person pairs, "
                       f"TAR {result['at_threshold']['tar']:.3f}, FAR {result['at_threshold']['far']:.4f}.\n"
                       f"# Use it with --set identity.calibration_file={output}\n"
-                      + yaml.safe_dump({"identity": {"threshold": result["threshold"]}}))
+                      + yaml.safe_dump({"identity": {"threshold": result["threshold"], "model": cfg.identity.model}}))
     result["output"] = str(output)
     if args.plot:
         plot_distance_histograms(distances, same, result["threshold"], args.plot,

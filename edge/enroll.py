@@ -136,7 +136,7 @@ def enroll(models, store, name: str, photos: Iterable[Path | tuple[str, bytes]],
             results.append(data)
             continue
         digest = hashlib.sha256(data).hexdigest()
-        owner = store.photo_owner(digest)
+        owner = store.photo_owner(digest, models.embedding.model_id)
         if digest in seen or owner is not None:
             where = f"same photo as {seen[digest]} in this batch" if digest in seen \
                 else f"the same photo is already enrolled as {owner}"
@@ -147,7 +147,8 @@ def enroll(models, store, name: str, photos: Iterable[Path | tuple[str, bytes]],
     good = [r for r in results if r.status == "ok"]
     refused = strict and any(r.status not in FINE for r in results)
     if good and not refused:
-        store.enroll(name, np.stack([r.embedding for r in good]), [f"sha256:{r.sha256} {r.photo}" for r in good])
+        store.enroll(name, np.stack([r.embedding for r in good]), [f"sha256:{r.sha256} {r.photo}" for r in good],
+                     model=models.embedding.model_id)
     return Enrolment(name, tuple(results), 0 if refused else len(good), refused)
 
 

@@ -41,17 +41,15 @@ class People:
                 self._models = load_models(self.cfg)
             yield self._models
 
-    @property
-    def threshold(self) -> float:
-        return self.cfg.unknowns.cluster_threshold or self.cfg.identity.threshold
-
     # --- reading ------------------------------------------------------------------------------
     def people(self) -> list[dict]:
         """Enrolled people: name, photos (embeddings), sightings, last_seen, models (when recorded), thumbnail."""
         with self._store() as store:
-            rows, models = store.identities(), store.embedding_models()
+            rows = store.identities(self.cfg.identity.model)
+        # "photos" counts the embeddings of the model in force; "models" names every model a person has
+        # vectors of (none of the one in force: enrol them again).
         return [{"name": r["name"], "photos": r["embeddings"], "sightings": r["sightings"],
-                 "last_seen": r["last_seen"], "models": models.get(r["name"], []),
+                 "last_seen": r["last_seen"], "models": r.get("models", []),
                  "thumbnail": self._newest_thumbnail(f"*_{person_slug(r['name'])}.jpg")} for r in rows]
 
     def sightings(self, limit: int = 20) -> list[dict]:
@@ -61,7 +59,7 @@ class People:
     def groups(self) -> list[dict]:
         """Unknown groups as `edge unknowns list --json` gives them, plus a thumbnail file name (or None)."""
         with self._store() as store:
-            found = unknowns.clusters(store, self.threshold, self.cfg.unknowns.linkage)
+            found = unknowns.clusters(store, self.cfg)
         result = []
         for group in found:
             row = group.as_dict()
@@ -97,7 +95,7 @@ class People:
             return forget_person(self.cfg, store, name)
 
     def _group(self, store, number: int, track: str | None):
-        group = unknowns.find(store, number, self.threshold, self.cfg.unknowns.linkage)
+        group = unknowns.find(store, self.cfg, number)
         # The form names a track of the group it showed: groups are renumbered when others change.
         if group is None or (track and track not in group.tracks):
             raise LookupError(f"unknown group {number} changed since the page was shown; look again")
@@ -123,8 +121,9 @@ class People:
         with self._loaded_models() as models:
             faces = faces_in(models, image)
         with self._store() as store:
-            gallery = store.gallery()
-        return {"image": label, "faces": face_results(faces, gallery, self.cfg.identity.threshold)}
+            gallery = store.gallery(self.cfg.identity.model)
+        return {"image": label, "faces": face_results(faces, gallery, self.cfg.identity.threshold,
+                                                      self.cfg.identity.metric)}
 
 
 __all__ = ["People", "BadName", "ImageError"]
