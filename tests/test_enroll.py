@@ -118,7 +118,7 @@ def test_backup_while_a_writer_is_busy(tmp_path):
 
     db = tmp_path / "edge.db"
     store = Store(db)
-    store.enroll("eileen", np.ones((1, 128), np.float32), ["photo.jpg"])
+    store.enroll("eileen", np.ones((1, 128), np.float32), ["photo.jpg"], model="test-model")
     store.close()
     stop, written = threading.Event(), []
 
