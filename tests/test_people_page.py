@@ -233,7 +233,7 @@ def test_name_an_unknown_group_from_its_thumbnail(page, browser, tmp_path):
             if img and browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img[0]):
                 return row
         return None
-    for attempt in range(3):
+    for _ in range(3):
         row = wait_until(group_with_picture, 120, "an unknown group with a thumbnail", every=2)
         number = row.get_attribute("data-group")
         name_box = by_css(browser, f'tr.group[data-group="{number}"] form.name-group input[name=name]')[0]
