@@ -221,6 +221,17 @@ def forget_every_group(browser, url: str) -> None:
         submit_and_wait(browser, buttons[0])
 
 
+def who_is_in(port: int, thumbnail_url: str) -> list:
+    """What the box itself says of a thumbnail (the JSON API's recognise): identities of the faces in it."""
+    status, _, jpeg = request(port, "GET", thumbnail_url.split(f":{port}", 1)[1])
+    assert status == 200
+    upload, content_type = multipart({}, [("image", "thumb.jpg", jpeg)])
+    status, _, body = request(port, "POST", "/api/recognize", upload,
+                              {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type})
+    assert status == 200, body
+    return [face["identity"] for face in json.loads(body)["faces"]]
+
+
 def test_name_an_unknown_group_from_its_thumbnail(page, browser, tmp_path):
     # Groups kept before Eileen Collins was enrolled may be her: start from none, so the next group is
     # Grace Hopper, the one person in the video nobody enrolled.
@@ -231,6 +242,12 @@ def test_name_an_unknown_group_from_its_thumbnail(page, browser, tmp_path):
         for row in by_css(browser, "tr.group"):
             img = row.find_elements("css selector", "img.thumb")
             if img and browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img[0]):
+                # Look at the picture as a person would: a track of Eileen Collins that was already open when
+                # she was enrolled can still end up here; that group is hers, not a stranger's.
+                if any(identity and identity["name"] == "eileen_collins"
+                       for identity in who_is_in(page.port, img[0].get_attribute("src"))):
+                    submit_and_wait(browser, row.find_elements("css selector", "button.forget-group")[0])
+                    return None
                 return row
         return None
     for _ in range(3):
