@@ -17,7 +17,7 @@ def faces_in(models, image: Path | np.ndarray) -> list:
     return faces
 
 
-def face_results(faces, gallery, threshold: float, metric: str = "l2") -> list[dict]:
+def face_results(faces, gallery, threshold: float, metric: str = "l2", margin: float = 0.0) -> list[dict]:
     """`edge analyze --json`'s "faces" list: box, age, gender and the enrolled person matched (or null)."""
     from .identify import match_one
     from .models.gender import gender_label
@@ -26,7 +26,7 @@ def face_results(faces, gallery, threshold: float, metric: str = "l2") -> list[d
         label, confidence = gender_label(face.female_probability)
         identity = None
         if gallery is not None:
-            match = match_one(face.embedding, gallery, threshold, metric)
+            match = match_one(face.embedding, gallery, threshold, metric, margin)
             if match.name:
                 identity = {"name": match.name, "similarity": round(match.similarity, 3)}
         results.append({"box": [int(v) for v in face.box], "age": round(face.age, 1),

@@ -322,7 +322,8 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
             print(f"image error: {exc}", file=sys.stderr)
             status = EXIT_INPUT
             continue
-        results = face_results(faces, gallery, cfg.identity.threshold, cfg.identity.metric)
+        results = face_results(faces, gallery, cfg.identity.threshold, cfg.identity.metric,
+                               cfg.identity.margin)
         if args.json:
             print(json.dumps({"image": str(path), "faces": results}))
             continue

@@ -122,8 +122,9 @@ class People:
             faces = faces_in(models, image)
         with self._store() as store:
             gallery = store.gallery(self.cfg.identity.model)
-        return {"image": label, "faces": face_results(faces, gallery, self.cfg.identity.threshold,
-                                                      self.cfg.identity.metric)}
+        identity = self.cfg.identity
+        return {"image": label, "faces": face_results(faces, gallery, identity.threshold, identity.metric,
+                                                      identity.margin)}
 
 
 __all__ = ["People", "BadName", "ImageError"]
