@@ -257,12 +257,14 @@ def cmd_identities(cfg: AppConfig, args) -> int:
 
 def cmd_unknowns(cfg: AppConfig, args) -> int:
     from . import unknowns
+    from .snapshots import person_slug, thumbnail_dir
     from .store import Store
 
     store = Store(cfg.store.path)
     threshold = cfg.unknowns.cluster_threshold or cfg.identity.threshold
+    thumbnails = thumbnail_dir(cfg) if cfg.snapshots.keep_thumbnails else None
     if args.action == "list":
-        groups = [c.as_dict() for c in unknowns.clusters(store, threshold, cfg.unknowns.linkage)]
+        groups = [c.as_dict() for c in unknowns.clusters(store, threshold, cfg.unknowns.linkage, thumbnails)]
         if args.json:
             print(json.dumps(groups))
         elif not groups:
@@ -271,18 +273,22 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
             for g in groups:
                 age = "age ?" if g["age"] is None else f"age {g['age']:.0f}"
                 print(f"cluster {g['cluster']}: {g['count']} track(s), {g['frames']} frames, {age}, "
-                      f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}")
+                      f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}"
+                      + (f", thumbnail {g['thumbnail']}" if g["thumbnail"] else ""))
         return 0
     name = _checked_name(args.name) if args.action == "name" else None
     group = unknowns.find(store, args.cluster, threshold, cfg.unknowns.linkage)
     if group is None:
         print(f"no unknown cluster {args.cluster} (see edge unknowns list)", file=sys.stderr)
         return 1
+    # Thumbnails are handled whether or not they are kept now: files left from when they were.
     if args.action == "name":
         count = store.enroll_unknowns(name, group.ids)
+        unknowns.rename_thumbnails(thumbnail_dir(cfg), group.tracks, person_slug(name))
         print(f"enrolled {name} from {count} unknown track(s) of cluster {args.cluster}")
     else:
         count = store.forget_unknowns(group.ids)
+        unknowns.erase_thumbnails(thumbnail_dir(cfg), group.tracks)
         print(f"forgot cluster {args.cluster}: {count} unknown track(s) erased")
     return 0
 

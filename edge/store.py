@@ -55,8 +55,15 @@ def _fleet_versions(db: sqlite_utils.Database) -> None:
     db["outbox"].add_column("retain", int, not_null_default=0)
 
 
+def _unknown_groups(db: sqlite_utils.Database) -> None:
+    """Stable ids for groups of unknown faces (edge/unknowns.py): each unknown row remembers its group, and
+    new groups take the next value of a counter that never goes back, so an id is never given out twice."""
+    db["unknowns"].add_column("group_id", int)
+    db["counters"].create({"name": str, "value": int}, pk="name")
+
+
 # Append-only: migration N brings a database from version N-1 to N.
-MIGRATIONS = [_v1, _unknowns_table, _fleet_versions]
+MIGRATIONS = [_v1, _unknowns_table, _fleet_versions, _unknown_groups]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -256,6 +263,22 @@ class Store:
         for row in rows:
             row["vector"] = np.frombuffer(row["vector"], np.float32)
         return rows
+
+    def save_unknown_groups(self, kept: dict[int, int], fresh: list[list[int]]) -> list[int]:
+        """Record group ids in one transaction: `kept` maps unknown row ids to the existing group they are
+        in; each list of row ids in `fresh` is a new group and gets the next id of the counter (returned)."""
+        def write():
+            row = self.db.execute("SELECT value FROM counters WHERE name = 'unknown_group'").fetchone()
+            last = row[0] if row else 0
+            new_ids = list(range(last + 1, last + 1 + len(fresh)))
+            if fresh:
+                self.db.execute("INSERT INTO counters (name, value) VALUES ('unknown_group', ?) "
+                                "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [new_ids[-1]])
+            changes = [(group, row_id) for row_id, group in kept.items()]
+            changes += [(group, row_id) for group, rows in zip(new_ids, fresh) for row_id in rows]
+            self.db.conn.executemany("UPDATE unknowns SET group_id = ? WHERE id = ?", changes)
+            return new_ids
+        return self._write(write)
 
     def enroll_unknowns(self, name: str, ids: list[int]) -> int:
         """Enrol the given unknown tracks as `name` (their embeddings join the gallery, their past
