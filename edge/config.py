@@ -254,6 +254,11 @@ class HomeAssistantConfig(Section):
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
     node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")   # null = device
+    # Entity names shown in Home Assistant: enrolled name -> display name; others are derived
+    # ("eileen_collins" -> "Eileen Collins").
+    display_names: dict[str, str] = {}
+    # Link on the device page; null = the status page when web.enabled, else none.
+    configuration_url: str | None = Field(None, pattern=r"^https?://")
 
     @field_validator("discovery_prefix")
     @classmethod
