@@ -23,7 +23,9 @@ log = logging.getLogger("edge")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (default: config/default.yaml)")
+    parser.add_argument("--config", type=Path, action="append",
+                        help="YAML config (default: config/default.yaml); repeatable: a later file changes the "
+                             "keys it names, e.g. --config /etc/edge/edge.yaml --config /etc/edge/cameras/door.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config key, e.g. --set mqtt.port=1884 (repeatable)")
 

@@ -132,6 +132,10 @@ class Store:
         for number in range(version, SCHEMA_VERSION):
             with self.db.conn:
                 self.db.execute("BEGIN IMMEDIATE")
+                # Another process on the same file (a second camera's daemon starting at the same time)
+                # may have run this migration between our first look and our lock.
+                if self.db.execute("PRAGMA user_version").fetchone()[0] > number:
+                    continue
                 MIGRATIONS[number](self.db)
                 self.db.execute(f"PRAGMA user_version = {number + 1}")
 

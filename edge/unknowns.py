@@ -58,6 +58,7 @@ class Cluster:
     gender: str | None        # majority label of the tracks
     spread: float             # largest L2 distance of a track to the cluster mean
     thumbnail: str | None = None   # face crop of its latest track, while snapshots.keep_thumbnails keeps them
+    cameras: tuple[str, ...] = ()  # where its tracks were seen (several daemons share one database)
 
     def as_dict(self) -> dict:
         def iso(t: float) -> str:
@@ -65,7 +66,8 @@ class Cluster:
         return {"cluster": self.number, "count": len(self.ids), "frames": self.frames,
                 "first_seen": iso(self.first_seen), "last_seen": iso(self.last_seen),
                 "age": None if self.age is None else round(self.age, 1), "gender": self.gender,
-                "spread": round(self.spread, 3), "tracks": self.tracks, "thumbnail": self.thumbnail}
+                "spread": round(self.spread, 3), "tracks": self.tracks, "cameras": list(self.cameras),
+                "thumbnail": self.thumbnail}
 
 
 def stable_ids(members: list[list[dict]], store: Store) -> list[int]:
@@ -112,7 +114,8 @@ def clusters(store: Store, threshold: float, linkage: str = "average",
             age=float(np.mean(ages)) if ages else None,
             gender=max(set(genders), key=genders.count) if genders else None,
             spread=float(np.linalg.norm(member_vectors - member_vectors.mean(axis=0), axis=1).max()),
-            thumbnail=_latest_thumbnail(thumbnails, group_rows)))
+            thumbnail=_latest_thumbnail(thumbnails, group_rows),
+            cameras=tuple(sorted({r["camera"] for r in group_rows if r["camera"]}))))
     return sorted(groups, key=lambda g: g.number)
 
 
