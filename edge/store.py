@@ -268,20 +268,28 @@ class Store:
             row["vector"] = np.frombuffer(row["vector"], np.float32)
         return rows
 
-    def save_unknown_groups(self, kept: dict[int, int], fresh: list[list[int]]) -> list[int]:
-        """Record group ids in one transaction: `kept` maps unknown row ids to the existing group they are
-        in; each list of row ids in `fresh` is a new group and gets the next id of the counter (returned)."""
+    def group_unknowns(self, grouping) -> list[tuple[int, list[dict]]]:
+        """Group every unknown face and store each face's group id, in one transaction (so two listings at
+        once cannot give one group two ids). `grouping(rows)` gets the rows of `unknown_faces()` and returns
+        [(group id, or None for a new group, [rows])]; new groups take the next ids of a counter that never
+        goes back. Returns [(group id, [rows])] in the order `grouping` gave."""
         def write():
+            groups = grouping(self.unknown_faces())
             row = self.db.execute("SELECT value FROM counters WHERE name = 'unknown_group'").fetchone()
-            last = row[0] if row else 0
-            new_ids = list(range(last + 1, last + 1 + len(fresh)))
-            if fresh:
+            last = start = row[0] if row else 0
+            numbered = []
+            for group_id, rows in groups:
+                if group_id is None:
+                    last += 1
+                    group_id = last
+                numbered.append((group_id, rows))
+            if last != start:
                 self.db.execute("INSERT INTO counters (name, value) VALUES ('unknown_group', ?) "
-                                "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [new_ids[-1]])
-            changes = [(group, row_id) for row_id, group in kept.items()]
-            changes += [(group, row_id) for group, rows in zip(new_ids, fresh) for row_id in rows]
-            self.db.conn.executemany("UPDATE unknowns SET group_id = ? WHERE id = ?", changes)
-            return new_ids
+                                "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [last])
+            self.db.conn.executemany("UPDATE unknowns SET group_id = ? WHERE id = ?",
+                                     [(group_id, r["id"]) for group_id, rows in numbered for r in rows
+                                      if r["group_id"] != group_id])
+            return numbered
         return self._write(write)
 
     def enroll_unknowns(self, name: str, ids: list[int]) -> int:

@@ -70,12 +70,12 @@ class Cluster:
                 "thumbnail": self.thumbnail}
 
 
-def stable_ids(members: list[list[dict]], store: Store) -> list[int]:
-    """One group id per computed cluster (lists of unknown rows, oldest cluster first), stored in the database.
+def inherited_ids(members: list[list[dict]]) -> list[int | None]:
+    """The stored group id each computed cluster (a list of unknown rows) keeps, None for a new group.
 
-    A cluster inherits the stored id most of its faces carry; when an old group was split, the part holding
-    most of its faces keeps the id (the older part on a tie) and the rest are new groups. A face that joined
-    a group takes the group's id."""
+    A cluster inherits the id most of its faces carry; when an old group was split, the part holding most
+    of its faces keeps the id (the older part on a tie) and the rest are new groups. A face that joined a
+    group takes the group's id when the result is stored."""
     claims = sorted(((count, -i, i, group) for i, rows in enumerate(members)
                      for group, count in Counter(r["group_id"] for r in rows if r["group_id"]).items()),
                     reverse=True)
@@ -83,27 +83,25 @@ def stable_ids(members: list[list[dict]], store: Store) -> list[int]:
     for _, _, index, group in claims:
         if index not in chosen and group not in chosen.values():
             chosen[index] = group
-    fresh = [i for i in range(len(members)) if i not in chosen]
-    kept = {r["id"]: group for i, group in chosen.items() for r in members[i] if r["group_id"] != group}
-    if kept or fresh:
-        new_ids = store.save_unknown_groups(kept, [[r["id"] for r in members[i]] for i in fresh])
-        chosen.update(zip(fresh, new_ids))
-    return [chosen[i] for i in range(len(members))]
+    return [chosen.get(i) for i in range(len(members))]
 
 
 def clusters(store: Store, threshold: float, linkage: str = "average",
              thumbnails: Path | None = None) -> list[Cluster]:
     """Every group of unknown faces, by id; `thumbnails` (the thumbnail folder, when kept) adds each
     group's latest face crop."""
-    rows = store.unknown_faces()
-    if not rows:
-        return []
-    vectors = np.stack([r["vector"] for r in rows])
-    labels = cluster_labels(vectors, threshold, linkage)
-    members = [[r for r, keep in zip(rows, labels == label) if keep] for label in np.unique(labels)]
-    members.sort(key=lambda m: min(r["first_seen"] for r in m))
+    def grouping(rows: list[dict]) -> list[tuple[int | None, list[dict]]]:
+        if not rows:
+            return []
+        labels = cluster_labels(np.stack([r["vector"] for r in rows]), threshold, linkage)
+        members = [[r for r, keep in zip(rows, labels == label) if keep] for label in np.unique(labels)]
+        members.sort(key=lambda m: min(r["first_seen"] for r in m))     # new ids go to older groups first
+        return list(zip(inherited_ids(members), members))
+
+    if len(store.unknown_faces()) > 1:
+        import scipy.cluster.hierarchy  # noqa: F401  (loaded before the write lock is taken, not under it)
     groups = []
-    for number, group_rows in zip(stable_ids(members, store), members):
+    for number, group_rows in store.group_unknowns(grouping):
         member_vectors = np.stack([r["vector"] for r in group_rows])
         ages = [r["age"] for r in group_rows if r["age"] is not None]
         genders = [r["gender"] for r in group_rows if r["gender"]]

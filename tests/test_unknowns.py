@@ -213,6 +213,31 @@ def test_group_ids_stay_put_when_other_groups_are_named_or_forgotten_and_are_nev
     store.close()
 
 
+def _list_groups(path: str, barrier) -> dict[int, list[str]]:
+    store = Store(path)
+    barrier.wait()
+    return {g.number: g.tracks for g in clusters(store, 0.5)}
+
+
+def test_listings_at_the_same_time_agree_on_new_group_ids(tmp_path):
+    # The CLI and the web page may list at once: new groups must not get one id in one listing and
+    # another in the other (the grouping and its ids are one transaction).
+    import multiprocessing
+    db = tmp_path / "edge.db"
+    store = Store(db)
+    for person in range(6):
+        for visit, vector in enumerate(person_vectors(person, 2)):
+            keep(store, f"p{person}v{visit}", vector, 1000.0 + 100 * person + visit)
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(4)
+        with context.Pool(4) as pool:
+            listings = pool.starmap(_list_groups, [(str(db), barrier)] * 4)
+    assert all(listing == listings[0] for listing in listings)
+    assert sorted(listings[0]) == [1, 2, 3, 4, 5, 6]
+
+
 def test_a_split_group_keeps_its_id_on_the_larger_part(tmp_path):
     store = Store(tmp_path / "edge.db")
     a, b = person_vectors(1, 3), person_vectors(2, 1)
