@@ -1,9 +1,10 @@
 """Unknown faces: keep each unknown track's averaged embedding, group them into people, name or forget a group.
 
 The daemon calls `remember` for every event; `edge unknowns list / name / forget` (and the web page) call the
-rest. Groups are computed on demand by hierarchical clustering on L2 distance; their ids are stored: a group
-keeps its id while the clustering keeps (most of) its faces together, a new group takes a new id from a
-counter in the database, and no id is ever reused, so a listing stays valid after other groups are named.
+rest. Groups are computed on demand by hierarchical clustering (the embedding model's metric); their ids are
+stored: a group keeps its id while the clustering keeps (most of) its faces together, a new group takes a new
+id from a counter in the database, and no id is ever reused, so a listing stays valid after other groups are
+named.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import AppConfig
+from .snapshots import thumbnail_dir
 from .store import Store
 
 
-def remember(store: Store, event, min_frames: int) -> None:
+def remember(store: Store, event, min_frames: int, model: str) -> None:
     """Keep the averaged embedding of a track decided unknown (updated when it leaves); drop it if the
     track is recognised later. `event` is a pipeline Event."""
     payload = event.payload
@@ -31,18 +34,20 @@ def remember(store: Store, event, min_frames: int) -> None:
     unknown = payload["type"] == "face_identified" or (
         payload["type"] == "face_left" and payload["frames_averaged"] >= min_frames)
     if unknown and event.embedding is not None:
-        store.keep_unknown(event.sighting, event.embedding, payload["frames_averaged"])
+        store.keep_unknown(event.sighting, event.embedding, payload["frames_averaged"], model=model)
 
 
-def cluster_labels(vectors: np.ndarray, threshold: float, linkage: str = "average") -> np.ndarray:
-    """One label (0..K-1) per row: rows end in one cluster when their `linkage` L2 distance is <= threshold."""
+def cluster_labels(vectors: np.ndarray, threshold: float, linkage: str = "average", metric: str = "l2") -> np.ndarray:
+    """One label (0..K-1) per row: rows end in one cluster when their `linkage` distance (the embedding
+    model's metric: L2 or 1 - cosine) is <= threshold."""
     if len(vectors) == 0:
         return np.zeros(0, int)
     if len(vectors) == 1:
         return np.zeros(1, int)
     # scipy is imported here only: the daemon never clusters.
     from scipy.cluster.hierarchy import fcluster, linkage as build_tree
-    tree = build_tree(np.asarray(vectors, np.float64), method=linkage, metric="euclidean")
+    tree = build_tree(np.asarray(vectors, np.float64), method=linkage,
+                      metric="cosine" if metric == "cosine" else "euclidean")
     return fcluster(tree, t=threshold, criterion="distance") - 1
 
 
@@ -86,22 +91,23 @@ def inherited_ids(members: list[list[dict]]) -> list[int | None]:
     return [chosen.get(i) for i in range(len(members))]
 
 
-def clusters(store: Store, threshold: float, linkage: str = "average",
-             thumbnails: Path | None = None) -> list[Cluster]:
-    """Every group of unknown faces, by id; `thumbnails` (the thumbnail folder, when kept) adds each
-    group's latest face crop."""
+def clusters(store: Store, cfg: AppConfig) -> list[Cluster]:
+    """Unknown faces of the embedding model in force, grouped at its cluster threshold and metric, by stable
+    id; with snapshots.keep_thumbnails, each group's latest face crop."""
     def grouping(rows: list[dict]) -> list[tuple[int | None, list[dict]]]:
         if not rows:
             return []
-        labels = cluster_labels(np.stack([r["vector"] for r in rows]), threshold, linkage)
+        labels = cluster_labels(np.stack([r["vector"] for r in rows]), cfg.unknowns.cluster_threshold,
+                                cfg.unknowns.linkage, cfg.identity.metric)
         members = [[r for r, keep in zip(rows, labels == label) if keep] for label in np.unique(labels)]
         members.sort(key=lambda m: min(r["first_seen"] for r in m))     # new ids go to older groups first
         return list(zip(inherited_ids(members), members))
 
-    if len(store.unknown_faces()) > 1:
+    if len(store.unknown_faces(cfg.identity.model)) > 1:
         import scipy.cluster.hierarchy  # noqa: F401  (loaded before the write lock is taken, not under it)
+    thumbnails = thumbnail_dir(cfg) if cfg.snapshots.keep_thumbnails else None
     groups = []
-    for number, group_rows in store.group_unknowns(grouping):
+    for number, group_rows in store.group_unknowns(grouping, cfg.identity.model):
         member_vectors = np.stack([r["vector"] for r in group_rows])
         ages = [r["age"] for r in group_rows if r["age"] is not None]
         genders = [r["gender"] for r in group_rows if r["gender"]]
@@ -117,9 +123,8 @@ def clusters(store: Store, threshold: float, linkage: str = "average",
     return sorted(groups, key=lambda g: g.number)
 
 
-def find(store: Store, number: int, threshold: float, linkage: str = "average",
-         thumbnails: Path | None = None) -> Cluster | None:
-    return next((c for c in clusters(store, threshold, linkage, thumbnails) if c.number == number), None)
+def find(store: Store, cfg: AppConfig, number: int) -> Cluster | None:
+    return next((c for c in clusters(store, cfg) if c.number == number), None)
 
 
 def track_thumbnails(folder: Path | None, tracks: list[str]) -> list[Path]:

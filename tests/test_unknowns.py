@@ -98,9 +98,15 @@ def test_demo_unknowns_are_clustered_named_and_then_recognised(tmp_path):
     assert missing.returncode == 1 and "no unknown cluster 2" in missing.stderr
 
 
+def grouped_at(threshold: float):
+    """The default config with unknowns grouped at `threshold`."""
+    return load_config(overrides=[f"unknowns.cluster_threshold={threshold}"])
+
+
 def keep(store: Store, track: str, vector, last_seen: float) -> None:
     store.keep_unknown({"track": track, "camera": "camera", "first_seen": last_seen - 5, "last_seen": last_seen,
-                        "age": 40.0, "gender": "male", "gender_confidence": 0.9, "frames": 30}, vector, 10)
+                        "age": 40.0, "gender": "male", "gender_confidence": 0.9, "frames": 30}, vector, 10,
+                       model="dlib_resnet_v1")
 
 
 def test_daemon_purges_old_unknowns_and_keeps_none_when_switched_off(tmp_path):
@@ -135,12 +141,12 @@ def test_unknown_track_recognised_later_is_dropped(tmp_path):
                 "gender": "female", "gender_confidence": 0.9, "frames": 12}
     base = {"track_id": "t1", "frames_averaged": 8}
     vector = np.full(128, 0.1, np.float32)
-    remember(store, Event({**base, "type": "face_appeared", "identity": None}, sighting, vector), 5)
+    remember(store, Event({**base, "type": "face_appeared", "identity": None}, sighting, vector), 5, "dlib_resnet_v1")
     assert store.unknown_faces() == []                      # not decided yet
-    remember(store, Event({**base, "type": "face_identified", "identity": None}, sighting, vector), 5)
+    remember(store, Event({**base, "type": "face_identified", "identity": None}, sighting, vector), 5, "dlib_resnet_v1")
     assert [r["track"] for r in store.unknown_faces()] == ["t1"]
     np.testing.assert_array_equal(store.unknown_faces()[0]["vector"], vector)
-    remember(store, Event({**base, "type": "face_identified", "identity": {"name": "ann"}}, sighting, vector), 5)
+    remember(store, Event({**base, "type": "face_identified", "identity": {"name": "ann"}}, sighting, vector), 5, "dlib_resnet_v1")
     assert store.unknown_faces() == []
 
 
@@ -162,7 +168,7 @@ def test_clusters_are_numbered_oldest_first(tmp_path):
     keep(store, "late", np.full(128, 0.2), 2000.0)
     keep(store, "early", np.full(128, -0.2), 1000.0)
     keep(store, "late2", np.full(128, 0.21), 3000.0)
-    groups = clusters(store, 0.6)
+    groups = clusters(store, load_config(overrides=["unknowns.cluster_threshold=0.6"]))
     assert [(g.number, g.tracks) for g in groups] == [(1, ["early"]), (2, ["late", "late2"])]
 
 
@@ -203,20 +209,20 @@ def test_group_ids_stay_put_when_other_groups_are_named_or_forgotten_and_are_nev
     # A third visit of person 2 joins their group; a new stranger gets a new id, not a freed one (8, 9, 10).
     keep(store, "p2v2", person_vectors(2, 3)[2], 5000.0)
     keep(store, "p10v0", person_vectors(10, 1)[0], 5001.0)
-    groups = {g.number: set(g.tracks) for g in clusters(store, 0.5)}
+    groups = {g.number: set(g.tracks) for g in clusters(store, grouped_at(0.5))}
     assert groups[3] == {"p2v0", "p2v1", "p2v2"} and groups[11] == {"p10v0"}
     assert sorted(groups) == [1, 2, 3, 4, 5, 6, 7, 11]
     # Forgetting the newest group and adding another stranger still does not reuse 11.
-    store.forget_unknowns(sorted(next(g.ids for g in clusters(store, 0.5) if g.number == 11)))
+    store.forget_unknowns(sorted(next(g.ids for g in clusters(store, grouped_at(0.5)) if g.number == 11)))
     keep(store, "p11v0", person_vectors(11, 1)[0], 6000.0)
-    assert max(g.number for g in clusters(store, 0.5)) == 12
+    assert max(g.number for g in clusters(store, grouped_at(0.5))) == 12
     store.close()
 
 
 def _list_groups(path: str, barrier) -> dict[int, list[str]]:
     store = Store(path)
     barrier.wait()
-    return {g.number: g.tracks for g in clusters(store, 0.5)}
+    return {g.number: g.tracks for g in clusters(store, grouped_at(0.5))}
 
 
 def test_listings_at_the_same_time_agree_on_new_group_ids(tmp_path):
@@ -245,15 +251,16 @@ def test_a_split_group_keeps_its_id_on_the_larger_part(tmp_path):
         keep(store, f"a{i}", vector, 1000.0 + i)
     keep(store, "b0", b[0], 2000.0)
     # A loose threshold puts everyone in one group ...
-    assert [(g.number, len(g.ids)) for g in clusters(store, 2.0)] == [(1, 4)]
+    assert [(g.number, len(g.ids)) for g in clusters(store, grouped_at(2.0))] == [(1, 4)]
     # ... a strict one splits it: the three faces of person 1 keep id 1, the stray face becomes group 2.
-    assert [(g.number, g.tracks) for g in clusters(store, 0.5)] == [(1, ["a0", "a1", "a2"]), (2, ["b0"])]
+    assert [(g.number, g.tracks) for g in clusters(store, grouped_at(0.5))] == [(1, ["a0", "a1", "a2"]),
+                                                                                 (2, ["b0"])]
     store.close()
 
 
 def test_clusters_match_people_on_the_identity_sets(shared_datasets):
     cfg = load_config()
-    threshold, linkage = cfg.unknowns.cluster_threshold or cfg.identity.threshold, cfg.unknowns.linkage
+    threshold, linkage = cfg.unknowns.cluster_threshold, cfg.unknowns.linkage
     models = measure.load_models(cfg)
     vectors, people, missed = measure.embed(models, measure.people_set(shared_datasets), "people")
     result = measure.measure(vectors, people, threshold, linkage)
