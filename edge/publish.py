@@ -42,6 +42,8 @@ class Publisher:
         self.store = store
         self.max_in_flight = max_in_flight
         self.events_topic = f"{cfg.prefix}/events"
+        # Another daemon on the same database (another camera) sends its own events (Store.pending).
+        self.own_prefix = f"{cfg.prefix}/"
         self.status_topic = f"{cfg.prefix}/status"
         self.connected = threading.Event()
         self.last_error: str | None = None
@@ -200,7 +202,7 @@ class Publisher:
             busy = set(self._in_flight.values())
         sent = 0
         if room > 0:
-            for event in self.store.pending(limit=room, exclude=busy):
+            for event in self.store.pending(limit=room, exclude=busy, own_prefix=self.own_prefix):
                 # Retained rows are fleet state (edge/fleet.py): at least once whatever mqtt.qos says.
                 qos = max(1, self.cfg.qos) if event.retain else self.cfg.qos
                 info = self.client.publish(event.topic, event.payload, qos=qos, retain=event.retain)
@@ -214,15 +216,16 @@ class Publisher:
         return sent
 
     def flush(self, timeout_s: float) -> bool:
-        """Deliver the outbox for up to `timeout_s`; True when it is empty."""
+        """Deliver the outbox for up to `timeout_s`; True when it is empty (of this daemon's rows: another
+        camera's daemon on the same database delivers its own)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.pump()
-            if self.store.outbox_depth() == 0:
+            if self.store.outbox_depth(self.own_prefix) == 0:
                 return True
             time.sleep(0.05)
         self.pump()
-        return self.store.outbox_depth() == 0
+        return self.store.outbox_depth(self.own_prefix) == 0
 
     def stop(self) -> None:
         if self.connected.is_set() and self.availability:

@@ -21,6 +21,11 @@ from .identify import Gallery
 from .models.catalog import LEGACY_MODEL
 
 
+# Several daemons may share one database (one per camera, README "Several cameras on one box"); each sends
+# the others' queued events only once they have waited this long.
+OTHERS_AFTER_S = 30.0
+
+
 class StoreError(RuntimeError):
     """The database cannot be opened or written (read-only, disk full, corrupt)."""
 
@@ -252,9 +257,18 @@ class Store:
                                             alter=False)
         self._write(write)
 
-    def pending(self, limit: int = 100, exclude: set[int] = frozenset()) -> list[OutboxEvent]:
-        rows = self.db.execute("SELECT id, event_id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?",
-                               [limit + len(exclude)]).fetchall()
+    def pending(self, limit: int = 100, exclude: set[int] = frozenset(), own_prefix: str | None = None,
+                others_after_s: float = OTHERS_AFTER_S) -> list[OutboxEvent]:
+        """The oldest undelivered rows. With `own_prefix`, the rows of a daemon sharing this database with
+        others (one per camera) are its own topics', fleet state (retained, anyone's to send), and rows the
+        others have left for `others_after_s` (stopped or cut off): each event is sent once, none is stranded."""
+        if own_prefix is None:
+            where, params = "", []
+        else:
+            where = "WHERE substr(topic, 1, ?) = ? OR retain = 1 OR created_at < ? "
+            params = [len(own_prefix), own_prefix, time.time() - others_after_s]
+        rows = self.db.execute(f"SELECT id, event_id, topic, payload, retain FROM outbox {where}ORDER BY id LIMIT ?",
+                               params + [limit + len(exclude)]).fetchall()
         return [OutboxEvent(*r) for r in rows if r[0] not in exclude][:limit]
 
     def delivered(self, outbox_ids: list[int]) -> None:
@@ -262,8 +276,12 @@ class Store:
             self._write(lambda: self.db.execute(
                 f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(outbox_ids))})", outbox_ids))
 
-    def outbox_depth(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    def outbox_depth(self, own_prefix: str | None = None) -> int:
+        """Rows waiting; with `own_prefix`, only those on its topics and fleet state (see `pending`)."""
+        if own_prefix is None:
+            return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM outbox WHERE substr(topic, 1, ?) = ? OR retain = 1",
+                               [len(own_prefix), own_prefix]).fetchone()[0]
 
     def purge_sightings(self, retention_days: int, now: float | None = None) -> int:
         cutoff = (now or time.time()) - retention_days * 86400

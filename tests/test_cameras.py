@@ -79,7 +79,9 @@ def test_two_cameras_share_one_gallery_with_their_own_events_and_devices(broker,
         assert names == {"eileen_collins"}, camera
         # The same events reached the broker under the camera's own prefix.
         published = [json.loads(p) for p in live.payloads(f"edge/{camera}/events")]
-        assert {e["event_id"] for e in published} == {e["event_id"] for e in daemon.events}
+        assert {e["event_id"] for e in published} == {e["event_id"] for e in daemon.events}, daemon.stderr()
+        # ... each sent once: a daemon leaves the other camera's queued events to that camera's daemon.
+        assert len(published) == len(daemon.events)
         assert live.payloads(f"edge/{camera}/status")[-1:] == [b"offline"]
 
     # One database: sightings from both cameras, hers attributed to her.
@@ -172,3 +174,22 @@ def test_install_script_stages_the_template_and_the_cameras_folder(tmp_path):
                    timeout=120, env={**__import__("os").environ, "DESTDIR": str(stage)})
     assert (stage / "etc/systemd/system/edge@.service").read_text() == TEMPLATE.read_text()
     assert (stage / "etc/edge/cameras").is_dir() and (stage / "etc/edge/cameras").stat().st_mode & 0o777 == 0o750
+
+
+def test_each_daemon_sends_its_own_queued_events_and_the_others_only_when_left_behind(tmp_path):
+    import time
+    from edge.store import Store
+    store = Store(tmp_path / "edge.db")
+    for prefix, event_id in (("edge/door_1", "d1"), ("edge/hallway", "h1"), ("edge/door_12", "x1"),
+                             ("edge/door_1", "d2")):
+        store.record(f"{prefix}/events", {"event_id": event_id, "identity": None}, None)
+    store.save_fleet_state({"name": "ann", "version": 1, "box": "door", "deleted": 0, "digest": ""},
+                           ("edge-fleet/gallery/ann", "{}"))
+    mine = [e.event_id for e in store.pending(own_prefix="edge/door_1/")]
+    # Its own two (no match on "edge/door_12", "_" is not a wildcard) and the fleet state anyone may send.
+    assert mine[:2] == ["d1", "d2"] and len(mine) == 3 and "h1" not in mine and "x1" not in mine
+    assert store.outbox_depth("edge/door_1/") == 3 and store.outbox_depth() == 5
+    # Rows another daemon has left for longer than others_after_s are sent too: nothing is stranded.
+    time.sleep(0.2)
+    assert {e.event_id for e in store.pending(own_prefix="edge/door_1/", others_after_s=0.1)} >= {"h1", "x1"}
+    store.close()

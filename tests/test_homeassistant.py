@@ -176,7 +176,7 @@ def test_forgotten_person_is_erased_from_the_last_identified_person(broker, tmp_
     store, publisher, ha = _box(tmp_path, broker.port)
     rng = np.random.default_rng(2)
     for name in ("alice", "bob"):
-        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"])
+        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"], model="dlib_resnet_v1")
     publisher.start()
     assert pump_until(publisher, lambda: ha.people.keys() == {"alice", "bob"})
     state, attributes = "hall/state/last_person", "hall/state/last_person_attributes"
@@ -222,7 +222,7 @@ def test_status_page_link_snapshot_image_and_display_names(broker, tmp_path):
                                 homeassistant={"display_names": {"eileen_collins": "Aunt Eileen"}})
     rng = np.random.default_rng(3)
     for name in ("eileen_collins", "grace_hopper", "Bob  McDonald"):
-        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"])
+        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"], model="dlib_resnet_v1")
     publisher.start()
     assert pump_until(publisher, lambda: len(ha.people) == 3)
     pump_until(publisher, lambda: False, timeout=0.5)
