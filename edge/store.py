@@ -114,7 +114,7 @@ class Store:
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             connection = sqlite3.connect(str(self.path), timeout=10, isolation_level=None)
             self.db = sqlite_utils.Database(connection)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal()
             # NORMAL in WAL keeps the database consistent across power loss; a cut may lose
             # the last transaction only, and the outbox is written before publishing anyway.
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -130,6 +130,20 @@ class Store:
                 os.chmod(side, 0o600)
         self._galleries: dict[str, Gallery] = {}      # per embedding model
         self._gallery_data_version: int | None = None
+
+    def _enable_wal(self, wait_s: float = 10.0) -> None:
+        # A new file switches to WAL once; while another process does it (a second camera's daemon starting
+        # at the same moment) SQLite answers "database is locked" at once instead of waiting: 5 of 240
+        # simultaneous opens failed so before this loop.
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
