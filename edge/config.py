@@ -374,6 +374,11 @@ class HomeAssistantConfig(Section):
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
     node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")   # null = device
+    # Entity names shown in Home Assistant: enrolled name -> display name; others are derived
+    # ("eileen_collins" -> "Eileen Collins").
+    display_names: dict[str, str] = {}
+    # Link on the device page; null = the status page when web.enabled, else none.
+    configuration_url: str | None = Field(None, pattern=r"^https?://")
 
     @field_validator("discovery_prefix")
     @classmethod
@@ -535,9 +540,7 @@ def validate(data: Any) -> AppConfig:
         raise ConfigError(" ".join(_describe(exc.errors()[0]).splitlines())) from None
 
 
-def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
-    """Read YAML (default config/default.yaml), apply `--set` overrides, validate."""
-    path = Path(path) if path else DEFAULT_CONFIG
+def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -549,9 +552,29 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config error: {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config error: {path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    """`changes` over `base`, section by section (a later file changes only the keys it names)."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def load_config(path: Path | str | list[Path | str] | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
+    """Read YAML (default config/default.yaml; several files: each later one changes the keys it names, e.g.
+    a box-wide file then a per-camera one), apply `--set` overrides, validate."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)] if path else []
+    data: dict = {}
+    for one in paths or [DEFAULT_CONFIG]:
+        data = _merge(data, _read_yaml(one))
     for assignment in overrides:
         apply_override(data, assignment)
     return validate(data)

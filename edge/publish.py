@@ -78,6 +78,8 @@ class Publisher:
         self.store = store
         self.max_in_flight = max_in_flight
         self.events_topic = f"{cfg.prefix}/events"
+        # Another daemon on the same database (another camera) sends its own events (Store.pending).
+        self.own_prefix = f"{cfg.prefix}/"
         self.status_topic = f"{cfg.prefix}/status"
         self.connected = threading.Event()
         self.last_error: str | None = None
@@ -357,9 +359,10 @@ class Publisher:
         if room <= 0:
             return 0
         if only is None:
-            rows = self.store.pending(limit=room, exclude=busy, skip_topics=held_back)
+            rows = self.store.pending(limit=room, exclude=busy, skip_topics=held_back, own_prefix=self.own_prefix)
         else:
-            rows = [r for r in self.store.pending(limit=10000, exclude=busy, skip_topics=held_back)
+            rows = [r for r in self.store.pending(limit=10000, exclude=busy, skip_topics=held_back,
+                                                  own_prefix=self.own_prefix)
                     if r.id in only][:room]
         probing: set[str] = set()
         sent = 0
@@ -391,19 +394,21 @@ class Publisher:
         return payload
 
     def flush(self, timeout_s: float) -> bool:
-        """Deliver the outbox for up to `timeout_s`; True when it is empty."""
+        """Deliver the outbox for up to `timeout_s`; True when it is empty (of this daemon's rows: another
+        camera's daemon on the same database delivers its own)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.pump()
-            if self.store.outbox_depth() == 0:
+            if self.store.outbox_depth(self.own_prefix) == 0:
                 return True
             with self._lock:
                 waiting = bool(self._in_flight)
-            if self.refused and not waiting and not self.store.pending(limit=1, skip_topics=frozenset(self.refused)):
+            if self.refused and not waiting and not self.store.pending(limit=1, skip_topics=frozenset(self.refused),
+                                                                      own_prefix=self.own_prefix):
                 break               # what is left is refused by the broker: no use waiting for it
             time.sleep(0.05)
         self.pump()
-        return self.store.outbox_depth() == 0
+        return self.store.outbox_depth(self.own_prefix) == 0
 
     def stop(self) -> None:
         self._stopping = True             # our own goodbye is not worth a warning
