@@ -126,6 +126,9 @@ class IdentityConfig(Section):
     # Distance under which a face is the enrolled person; null = the model's calibrated value
     # (dlib_resnet_v1: L2 0.6, dlib's own; cosine models: 1 - similarity).
     threshold: float | None = Field(None, gt=0, le=2)
+    # A face is named only when the next enrolled person is at least this much further (distance units);
+    # null = the model's measured value (edge/models/catalog.py).
+    margin: float | None = Field(None, ge=0, le=2)
     # Share of a track's per-frame matches that must agree with the averaged decision.
     min_agreement: float = Field(0.6, gt=0, le=1)
     # YAML written by `edge calibrate` ({identity: {threshold: X, model: M}}); when set, its threshold replaces
@@ -143,8 +146,10 @@ class IdentityConfig(Section):
     @classmethod
     def _calibrated_threshold(cls, data):
         model = data.get("model", DEFAULT_EMBEDDING) if isinstance(data, dict) else None
-        if isinstance(model, str) and model in EMBEDDINGS and data.get("threshold") is None:
-            data = {**data, "threshold": EMBEDDINGS[model].threshold}
+        if isinstance(model, str) and model in EMBEDDINGS:
+            for key in ("threshold", "margin"):
+                if data.get(key) is None:
+                    data = {**data, key: getattr(EMBEDDINGS[model], key)}
         if not isinstance(data, dict) or not data.get("calibration_file"):
             return data
         if not isinstance(data["calibration_file"], (str, Path)):
@@ -247,6 +252,9 @@ class MqttConfig(Section):
     key_file: Path | None = None
     keepalive: int = Field(30, ge=5, le=3600)
     qos: Literal[0, 1, 2] = 1
+    # v5: the broker's acknowledgement says when it refuses a message (an ACL), which then stays in the outbox.
+    # v3.1.1 only for a broker without MQTT 5 (Mosquitto < 1.6): it cannot say so, refused events are lost.
+    protocol: Literal["v5", "v3.1.1"] = "v5"
 
     @field_validator("prefix")
     @classmethod
@@ -283,13 +291,76 @@ class DisplayConfig(_Switchable):
     max_fps: float = Field(15, gt=0, le=60)     # drawing rate cap; the pipeline never waits for the screen
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    import ipaddress
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class WebConfig(_Switchable):
-    """Status page, /healthz, /metrics, /snapshot.jpg, /stream (edge/web.py). Off: no listening port."""
+    """Status page, people page, JSON API, /healthz, /metrics, /snapshot.jpg, /stream (edge/web*.py).
+    Off: no listening port."""
     host: str = Field("127.0.0.1", min_length=1)   # 0.0.0.0 exposes names and the live picture to the network
     port: int = Field(8080, ge=1, le=65535)
     stream_max_fps: float = Field(10, gt=0, le=60)
     jpeg_quality: int = Field(80, ge=10, le=100)
     recent_events: int = Field(50, ge=1, le=1000)
+    # Login for actions (and for every page when host is not loopback): a password, or its hash from
+    # `edge hash-password` ("scrypt$..."); EDGE_WEB_PASSWORD and password_file win over password.
+    password: str | None = None
+    password_file: Path | None = None
+    # Bearer token for the JSON API (EDGE_WEB_TOKEN, token_file, token; plain or "scrypt$..."); the password works too.
+    token: str | None = None
+    token_file: Path | None = None
+    # Host header values accepted when host is not loopback (besides the address the client connected to).
+    allowed_hosts: list[str] = []
+    workers: int = Field(8, ge=2, le=64)           # request threads, fixed: a flood of clients waits, never spawns
+    queue: int = Field(32, ge=0, le=1024)          # accepted connections waiting for a worker; more are closed
+    max_streams: int = Field(2, ge=0, le=32)       # /stream viewers at once (each holds a worker)
+    header_timeout_s: float = Field(10, gt=0, le=300)   # whole request line + headers, however slowly sent
+    body_timeout_s: float = Field(60, gt=0, le=3600)    # whole upload body
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_upload_files: int = Field(20, ge=1, le=200)
+    session_hours: float = Field(12, gt=0, le=24 * 30)
+    login_failures_per_minute: int = Field(5, ge=1, le=1000)   # per client address; then HTTP 429
+
+    @field_validator("password", "token", mode="before")
+    @classmethod
+    def _secret_text(cls, value):
+        # YAML reads `password: 123456` as a number; a secret is text (and never echoed in an error).
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _login_beyond_loopback(self):
+        if self.enabled and not is_loopback(self.host) and not self.has_password():
+            raise ValueError(f"host: serving the page on {self.host} (not loopback) needs a login: set web.password, "
+                             "web.password_file or EDGE_WEB_PASSWORD")
+        return self
+
+    def has_password(self) -> bool:
+        return bool(os.environ.get("EDGE_WEB_PASSWORD") or self.password_file or self.password)
+
+    def resolved_password(self) -> str | None:
+        return _secret(os.environ.get("EDGE_WEB_PASSWORD"), self.password_file, self.password, "web.password_file")
+
+    def resolved_token(self) -> str | None:
+        return _secret(os.environ.get("EDGE_WEB_TOKEN"), self.token_file, self.token, "web.token_file")
+
+
+def _secret(from_env: str | None, file: Path | None, value: str | None, key: str) -> str | None:
+    if from_env:
+        return from_env
+    if file:
+        try:
+            return file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"config error: {key}: cannot read {file}: {exc.strerror}") from None
+    return value
 
 
 def _topic_safe_path(value: str) -> str:
@@ -303,6 +374,11 @@ class HomeAssistantConfig(Section):
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
     node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")   # null = device
+    # Entity names shown in Home Assistant: enrolled name -> display name; others are derived
+    # ("eileen_collins" -> "Eileen Collins").
+    display_names: dict[str, str] = {}
+    # Link on the device page; null = the status page when web.enabled, else none.
+    configuration_url: str | None = Field(None, pattern=r"^https?://")
 
     @field_validator("discovery_prefix")
     @classmethod
@@ -310,17 +386,43 @@ class HomeAssistantConfig(Section):
         return _topic_safe_path(value)
 
 
+FLEET_KEY_ENV = "EDGE_FLEET_KEY"
+
+
 class FleetConfig(Section):
     """Boxes sharing one gallery through retained, versioned messages on the broker (edge/fleet.py)."""
     enabled: bool = False
     topic: str = "edge-fleet/gallery"        # shared by every box of the fleet: one retained message per person
+    # The fleet's shared secret (HMAC-SHA256 over every message; README "Fleet trust model"): a file holding it,
+    # or the environment variable EDGE_FLEET_KEY, which wins. At least 16 bytes.
+    key_file: Path | None = None
+    # Without a key every message is taken on trust: only with this set explicitly.
+    allow_unsigned: bool = False
+    max_clock_skew_s: int = Field(300, ge=10, le=86400)   # live messages signed further from our clock are dropped
     max_message_bytes: int = Field(262144, ge=1024, le=16777216)
-    max_embeddings: int = Field(100, ge=1, le=10000)
+    max_embeddings: int = Field(100, ge=1, le=10000)     # per person in one message
+    max_people: int = Field(1000, ge=1, le=100000)       # people the fleet may enrol on this box
+    max_changes_per_s: float = Field(5.0, gt=0, le=1000)  # applied enrollments/forgets; the rest wait, coalesced
 
     @field_validator("topic")
     @classmethod
     def _topic_safe(cls, value: str) -> str:
         return _topic_safe_path(value)
+
+    @model_validator(mode="after")
+    def _key_or_explicitly_unsigned(self):
+        if self.enabled and not self.allow_unsigned and not self.key_file and not os.environ.get(FLEET_KEY_ENV):
+            raise ValueError(f"key_file: the fleet needs a shared key (fleet.key_file or {FLEET_KEY_ENV}); "
+                             "or set fleet.allow_unsigned: true to accept anyone who can publish on fleet.topic")
+        return self
+
+    def resolved_key(self) -> bytes | None:
+        """The key from EDGE_FLEET_KEY, then key_file (OSError when unreadable); None without one."""
+        if os.environ.get(FLEET_KEY_ENV):
+            return os.environ[FLEET_KEY_ENV].strip().encode()
+        if self.key_file:
+            return self.key_file.read_bytes().strip()
+        return None
 
 
 class SnapshotsConfig(Section):
@@ -438,9 +540,7 @@ def validate(data: Any) -> AppConfig:
         raise ConfigError(" ".join(_describe(exc.errors()[0]).splitlines())) from None
 
 
-def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
-    """Read YAML (default config/default.yaml), apply `--set` overrides, validate."""
-    path = Path(path) if path else DEFAULT_CONFIG
+def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -452,9 +552,29 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config error: {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config error: {path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    """`changes` over `base`, section by section (a later file changes only the keys it names)."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def load_config(path: Path | str | list[Path | str] | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
+    """Read YAML (default config/default.yaml; several files: each later one changes the keys it names, e.g.
+    a box-wide file then a per-camera one), apply `--set` overrides, validate."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)] if path else []
+    data: dict = {}
+    for one in paths or [DEFAULT_CONFIG]:
+        data = _merge(data, _read_yaml(one))
     for assignment in overrides:
         apply_override(data, assignment)
     return validate(data)
