@@ -179,9 +179,15 @@ def cmd_demo(cfg: AppConfig, args) -> int:
 
 
 def _faces_in(models, path: Path):
+    import cv2
     from .pipeline import analyze_faces
     image = load_image(path)
-    _, faces = analyze_faces(models, image)
+    try:
+        _, faces = analyze_faces(models, image)
+    except cv2.error as exc:
+        # One odd photo must not end a batch (`edge analyze *.jpg`): it becomes that photo's error.
+        reason = next((line for line in str(exc).splitlines() if "error:" in line), str(exc)).strip()
+        raise ImageError(f"{path}: OpenCV cannot process this image ({reason[:200]})") from None
     return faces
 
 
@@ -234,6 +240,8 @@ def _share_with_fleet(cfg: AppConfig, store) -> None:
 def cmd_identities(cfg: AppConfig, args) -> int:
     from .store import Store
 
+    if args.action == "forget":
+        return _forget(cfg, args.name)
     store = Store(cfg.store.path)
     if args.action == "list":
         rows = store.identities()
@@ -245,12 +253,36 @@ def cmd_identities(cfg: AppConfig, args) -> int:
             for row in rows:
                 print(f"{row['name']}: {row['embeddings']} embedding(s), {row['sightings']} sighting(s)")
         return 0
-    if not store.forget(args.name):
-        print(f"no enrolled person named {args.name!r}", file=sys.stderr)
-        return 1
+
+
+def _forget(cfg: AppConfig, name: str) -> int:
+    """Erase a person; resumable (Store.forget): running it again finishes an erasure that a crash or a
+    full disk interrupted."""
     from .snapshots import erase_thumbnails
-    erase_thumbnails(cfg, args.name)
-    print(f"forgot {args.name}: embeddings, sightings and queued events erased")
+    from .store import Store
+
+    # Files first: they need no database, and on a full disk the space they free lets SQLite open at all.
+    early = erase_thumbnails(cfg, name)
+    try:
+        store = Store(cfg.store.path)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; {early} thumbnail(s) erased, nothing else changed: run this again once "
+                         "the problem is fixed") from None
+    try:
+        erasure = store.forget(name, erase_files=lambda: erase_thumbnails(cfg, name))
+    except StoreError as exc:
+        raise StoreError(f"{exc} ({early} thumbnail(s) erased)") from None
+    files = early + erasure.files
+    if not erasure:
+        if files:
+            print(f"no enrolled person named {name!r}; erased {files} thumbnail(s) left behind")
+            return 0
+        print(f"no enrolled person named {name!r}", file=sys.stderr)
+        return 1
+    done = "finished forgetting" if erasure.resumed else "forgot"
+    print(f"{done} {name}: embeddings, sightings, queued events and {files} thumbnail(s) erased"
+          + ("; free space not reclaimed (VACUUM failed, see above): run this again when there is room"
+             if erasure.vacuum_error else ""))
     _share_with_fleet(cfg, store)
     return 0
 
