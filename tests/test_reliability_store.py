@@ -154,6 +154,9 @@ def test_corrupt_model_stops_the_daemon_naming_the_file(tmp_path):
 # --- erasure that always completes (issue 14, point 6) --------------------------------------------------
 
 
+MODEL = "dlib_resnet_v1"      # the default identity.model, which `edge enroll` stores with each embedding
+
+
 def small_tmpfs(mount: Path, size: str) -> Path:
     mount.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)],
@@ -183,11 +186,12 @@ def person_on_disk(db: Path, rng_seed: int = 14) -> dict:
                         "--set", f"store.path={db}")
     assert enrolled.returncode == 0, enrolled.stderr
     store = Store(db)
-    real = store.gallery().vectors[0]
+    real = store.gallery(MODEL).vectors[0]
     rng = np.random.default_rng(rng_seed)
     near = (real + rng.normal(0, 0.02, (300, real.size))).astype(np.float32)
-    store.enroll("eileen_collins", near, ["jittered"] * len(near))
-    store.enroll("alice", rng.normal(0, 0.1, (3000, real.size)).astype(np.float32), ["alice.jpg"] * 3000)
+    store.enroll("eileen_collins", near, ["jittered"] * len(near), model=MODEL)
+    store.enroll("alice", rng.normal(0, 0.1, (3000, real.size)).astype(np.float32), ["alice.jpg"] * 3000,
+                 model=MODEL)
     for i in range(50):
         event = {"event_id": f"ev{i}", "type": "face_identified",
                  "identity": {"name": "eileen_collins", "similarity": 0.9}}
@@ -312,7 +316,8 @@ def test_corrupt_embeddings_page_is_one_line_not_two_tracebacks(broker, tmp_path
     from edge.store import Store
     db = tmp_path / "edge.db"
     store = Store(db)
-    store.enroll("alice", np.random.default_rng(1).normal(size=(200, 128)).astype(np.float32), ["a.jpg"] * 200)
+    store.enroll("alice", np.random.default_rng(1).normal(size=(200, 128)).astype(np.float32), ["a.jpg"] * 200,
+                 model=MODEL)
     store.close()
     with sqlite3.connect(db) as conn:
         try:
