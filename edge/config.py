@@ -429,8 +429,8 @@ def _describe(error: dict) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if any(is_secret_key(p) for p in error["loc"]):
         # Name the key and the problem, never the value (it would reach journald).
-        if isinstance(given, (str, int, float)) and str(given):
-            message = message.replace(str(given), "***")
+        if isinstance(given, (str, int, float)) and str(given) and str(given) in message:
+            message = "invalid value"      # a validator quoted it
         return f"config error: {key}: {message}" + ("" if given is None else f" (got {type(given).__name__})")
     if isinstance(given, (dict, list)):
         # Cross-field checks name their own field first ("min_frames: must be ...").
