@@ -45,7 +45,7 @@ class CaptureConfig(Section):
 
 class DetectorConfig(Section):
     # A detector plugin of edge/detect/ by its type_key: haar, mtcnn, yunet.
-    type: str = "haar"
+    type: str = "yunet"
     detect_width: int = Field(640, ge=80, le=4096)
     min_face: int = Field(40, ge=8, le=2000)
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)
