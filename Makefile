@@ -29,8 +29,10 @@ test: test-deps
 demo: install
 	edge demo
 
+# the bench extra: sample photos for the generated videos, dlib for the face_recognition loop compared with
 bench: install
-	$(PYTHON) benchmarks/bench_pipeline.py --json benchmarks/results/haar.json
+	$(PYTHON) -m pip install -e '.[bench]'
+	$(PYTHON) -m benchmarks.bench_pipeline --json benchmarks/results/haar.json
 
 # systemd/edge.service, the edge user, /etc/edge/config.yaml (scripts/install.sh)
 install-service:

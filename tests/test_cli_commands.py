@@ -14,14 +14,9 @@ from conftest import DEMO_GALLERY, run_edge
 COLLINS = DEMO_GALLERY / "eileen_collins.jpg"
 
 
-def hopper_photo() -> str:
-    import matplotlib.cbook
-    return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
-def test_analyze_json_shape_and_identity(enrolled_db, tmp_path):
+def test_analyze_json_shape_and_identity(enrolled_db, tmp_path, hopper_photo):
     # A frame with both public-domain faces side by side: Hopper (unknown) left, Collins right.
-    hopper = cv2.imread(hopper_photo())
+    hopper = cv2.imread(str(hopper_photo))
     collins = cv2.imread(str(COLLINS))
     height = 420
     pair = np.hstack([cv2.resize(hopper, (int(hopper.shape[1] * height / hopper.shape[0]), height)),
@@ -45,6 +40,7 @@ def test_analyze_json_shape_and_identity(enrolled_db, tmp_path):
         assert set(face) == {"box", "age", "gender", "identity"} and len(face["box"]) == 4
 
 
+@pytest.mark.slow
 def test_enroll_list_forget_erases_every_trace(tmp_path):
     db = tmp_path / "edge.db"
     assert run_edge("enroll", "eileen", str(COLLINS), "--set", f"store.path={db}").returncode == 0
@@ -69,9 +65,9 @@ def test_enroll_list_forget_erases_every_trace(tmp_path):
     assert run_edge("identities", "forget", "eileen", "--set", f"store.path={db}").returncode == 1
 
 
-def test_enroll_refuses_photo_with_two_faces(tmp_path):
+def test_enroll_refuses_photo_with_two_faces(tmp_path, hopper_photo):
     collins = cv2.imread(str(COLLINS))
-    hopper = cv2.resize(cv2.imread(hopper_photo()), (collins.shape[1], collins.shape[0]))
+    hopper = cv2.resize(cv2.imread(str(hopper_photo)), (collins.shape[1], collins.shape[0]))
     two = tmp_path / "two.jpg"
     cv2.imwrite(str(two), np.hstack([collins, hopper]))
     result = run_edge("enroll", "pair", str(two), "--set", f"store.path={tmp_path / 'db'}")

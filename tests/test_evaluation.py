@@ -1,5 +1,5 @@
 """Accuracy tooling: metric code on hand-checked cases, `edge compare` / `edge calibrate` on real photos,
-bulk enrollment, and one run of training/evaluate.py on a small real subset of the shared datasets."""
+bulk enrollment, and one run of `python -m training.evaluate` on a small real subset of the shared datasets."""
 
 from __future__ import annotations
 
@@ -12,20 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_GALLERY, ROOT, run_edge
+from conftest import DEMO_GALLERY, ROOT, require_module, run_edge
 from edge import evaluation as ev
 from edge.config import load_config
 
 COLLINS = DEMO_GALLERY / "eileen_collins.jpg"
 
 
-def hopper_photo() -> str:
-    import matplotlib.cbook
-    return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
 def astronaut_photo(folder: Path) -> Path:
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = require_module("skimage.data", "scikit-image", "its astronaut sample photo")
     path = folder / "astronaut.jpg"
     cv2.imwrite(str(path), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
     return path
@@ -99,8 +94,7 @@ def test_open_set_identification():
 
 
 def test_averaging_windows_are_disjoint_and_nested():
-    sys.path.insert(0, str(ROOT / "training"))
-    from evaluate import windows
+    from training.evallib.averaging import windows
     assert windows(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5]]
     assert windows(list(range(20)), 10) == [list(range(10)), list(range(10, 20))]
     assert windows([0, 1], 5) == [[0, 1]]          # a short clip still gives one sample
@@ -116,8 +110,8 @@ def test_compare_same_person(tmp_path):
     assert report["similarity"] == pytest.approx(1 - report["distance"], abs=1e-3)
 
 
-def test_compare_different_people():
-    result = run_edge("compare", str(COLLINS), hopper_photo())
+def test_compare_different_people(hopper_photo):
+    result = run_edge("compare", str(COLLINS), str(hopper_photo))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("different people: distance")
 
@@ -130,14 +124,14 @@ def test_compare_photo_without_face(tmp_path):
     assert "no face found" in result.stderr
 
 
-def test_calibrate_writes_a_threshold_the_config_reads(tmp_path):
+def test_calibrate_writes_a_threshold_the_config_reads(tmp_path, hopper_photo):
     people = tmp_path / "people"
     (people / "eileen_collins").mkdir(parents=True)
     (people / "grace_hopper").mkdir()
     astronaut = astronaut_photo(tmp_path)
     cv2.imwrite(str(people / "eileen_collins" / "a.jpg"), cv2.imread(str(astronaut)))
     cv2.imwrite(str(people / "eileen_collins" / "b.jpg"), cv2.imread(str(COLLINS)))
-    hopper = cv2.imread(hopper_photo())
+    hopper = cv2.imread(str(hopper_photo))
     cv2.imwrite(str(people / "grace_hopper" / "a.jpg"), hopper)
     cv2.imwrite(str(people / "grace_hopper" / "b.jpg"), cv2.resize(hopper, None, fx=0.7, fy=0.7)[:, ::-1])
     output, plot = tmp_path / "calibrated.yaml", tmp_path / "calibration.png"
@@ -152,14 +146,14 @@ def test_calibrate_writes_a_threshold_the_config_reads(tmp_path):
     assert cfg.identity.threshold == pytest.approx(report["threshold"])
 
 
-def test_enroll_folder_uses_the_enroll_path(tmp_path):
+def test_enroll_folder_uses_the_enroll_path(tmp_path, hopper_photo):
     people = tmp_path / "people"
     (people / "eileen_collins").mkdir(parents=True)
     (people / "_group_photos").mkdir()
     cv2.imwrite(str(people / "eileen_collins" / "a.jpg"), cv2.imread(str(COLLINS)))
-    cv2.imwrite(str(people / "_group_photos" / "x.jpg"), cv2.imread(hopper_photo()))
+    cv2.imwrite(str(people / "_group_photos" / "x.jpg"), cv2.imread(str(hopper_photo)))
     db = tmp_path / "edge.db"
-    result = subprocess.run([sys.executable, "training/enroll_folder.py", str(people), "--set", f"store.path={db}"],
+    result = subprocess.run([sys.executable, "-m", "training.enroll_folder", str(people), "--set", f"store.path={db}"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     listed = run_edge("identities", "list", "--json", "--set", f"store.path={db}")
@@ -167,9 +161,10 @@ def test_enroll_folder_uses_the_enroll_path(tmp_path):
 
 
 # --- the whole harness on a small real subset ---------------------------------------------------------
+@pytest.mark.slow
 def test_evaluate_harness_on_shared_subset(tmp_path, shared_datasets):
     result = subprocess.run(
-        [sys.executable, "training/evaluate.py", "--quick", "--datasets", str(shared_datasets), "--out", str(tmp_path),
+        [sys.executable, "-m", "training.evaluate", "--quick", "--datasets", str(shared_datasets), "--out", str(tmp_path),
          "--cache", str(tmp_path / "cache"), "--sections", "detection,attributes,verification,openset,averaging"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -6,6 +6,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 
 from conftest import Subscriber, pump_until
 from edge.config import validate
@@ -32,6 +33,7 @@ def configs(messages: dict[str, bytes]) -> dict[str, dict]:
     return {t: json.loads(p) for t, p in messages.items() if t.endswith("/config")}
 
 
+@pytest.mark.slow
 def test_daemon_announces_device_entities_and_states(broker, subscriber_factory, enrolled_db):
     live = subscriber_factory(broker.port, topic="#", client_id="ha-live")
     daemon = EdgeProcess(*base_args(enrolled_db, port=broker.port, pace="every_frame"))
@@ -80,6 +82,7 @@ def _box(tmp_path, port: int, device: str = "hall") -> tuple[Store, Publisher, H
 
 
 
+@pytest.mark.slow
 def test_forgotten_person_loses_their_entity_even_when_forgotten_offline(broker, tmp_path):
     store, publisher, ha = _box(tmp_path, broker.port)
     rng = np.random.default_rng(1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Broker, free_port
+from conftest import Broker, free_port, require_module, require_mosquitto, require_program
 from edge_process import EdgeProcess, base_args
 
 PASSWORD = "s3cret-Pa55w0rd-xyzzy"
@@ -42,9 +41,8 @@ def write_conf(broker: Broker, body: str) -> None:
 
 @pytest.fixture
 def auth_broker(tmp_path):
-    binary = shutil.which("mosquitto_passwd")
-    if not binary or not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto / mosquitto_passwd not installed")
+    require_mosquitto()
+    binary = require_program("mosquitto_passwd", package="mosquitto")
     passwords = tmp_path / "passwd"
     subprocess.run([binary, "-b", "-c", str(passwords), "edge", PASSWORD], check=True, capture_output=True)
     os.chmod(passwords, 0o600)   # mosquitto 2.x warns about world-readable password files
@@ -56,6 +54,7 @@ def auth_broker(tmp_path):
     broker.stop()
 
 
+@pytest.mark.slow
 def test_wrong_password_one_clear_error_events_queue_secret_never_logged(auth_broker, tmp_path):
     db = tmp_path / "edge.db"
     daemon = EdgeProcess(*base_args(db, "--set", "mqtt.username=edge", "--set", "log_level=DEBUG",
@@ -72,6 +71,7 @@ def test_wrong_password_one_clear_error_events_queue_secret_never_logged(auth_br
     assert {e["event_id"] for e in daemon.events} == outbox(db), "every event is kept in the outbox"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["password_file", "env", "config"])
 def test_right_password_delivers(source, auth_broker, subscriber_factory, tmp_path):
     subscriber = subscriber_factory(auth_broker.port, topic="door1/events")
@@ -107,7 +107,7 @@ def test_unreadable_password_file_is_a_config_error(tmp_path):
 
 def make_pki(directory: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1/localhost, a client certificate, and an unrelated CA."""
-    x509 = pytest.importorskip("cryptography.x509")
+    x509 = require_module("cryptography.x509", "cryptography", "a test CA and certificates")
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -161,8 +161,7 @@ def make_pki(directory: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def tls_broker(tmp_path):
-    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto is not installed")
+    require_mosquitto()
     pki = make_pki(tmp_path)
     broker = Broker(tmp_path)
     broker.pki = pki
@@ -176,6 +175,7 @@ def tls_broker(tmp_path):
     broker.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("client_cert", [False, True], ids=["server-verified", "client-certificate"])
 def test_tls_events_arrive(client_cert, tls_broker, subscriber_factory, tmp_path):
     pki = tls_broker.pki
@@ -194,6 +194,7 @@ def test_tls_events_arrive(client_cert, tls_broker, subscriber_factory, tmp_path
     assert outbox(tmp_path / "edge.db") == set()
 
 
+@pytest.mark.slow
 def test_tls_wrong_ca_is_refused_with_a_clear_error(tls_broker, tmp_path):
     db = tmp_path / "edge.db"
     daemon = EdgeProcess(*base_args(db, "--set", "mqtt.tls=true", "--set",
@@ -216,7 +217,7 @@ def test_tls_ca_file_missing_is_a_config_error(tmp_path):
 # --- a long outage, for the figures --------------------------------------------------------------------
 
 
-@pytest.mark.skipif(bool(os.environ.get("EDGE_QUICK_TESTS")), reason="30-second broker outage: EDGE_QUICK_TESTS is set")
+@pytest.mark.slow
 def test_30_second_broker_outage_loses_nothing(broker, subscriber_factory, tmp_path):
     subscriber = subscriber_factory(broker.port, topic="door1/events", client_id="outage-30")
     daemon = EdgeProcess(*base_args(tmp_path / "edge.db", "--set", "capture.loop=true", port=broker.port))

@@ -4,7 +4,6 @@ purity on real photos; progress bars on a terminal only."""
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import pty
@@ -22,11 +21,7 @@ from edge.config import load_config
 from edge.store import Store
 from edge.unknowns import cluster_labels, clusters, purity
 
-# The measurement script itself, loaded by path (training/ is not a package).
-_spec = importlib.util.spec_from_file_location("measure_unknown_clusters",
-                                               ROOT / "training" / "measure_unknown_clusters.py")
-measure = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(measure)
+from training import measure_unknown_clusters as measure   # the measurement script itself
 
 
 def demo_run(db, *extra: str) -> list[dict]:
@@ -42,6 +37,7 @@ def unknowns_list(db) -> list[dict]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_demo_unknowns_are_clustered_named_and_then_recognised(tmp_path):
     db = tmp_path / "edge.db"
     events = demo_run(db)     # empty gallery: everyone is unknown
@@ -87,6 +83,7 @@ def keep(store: Store, track: str, vector, last_seen: float) -> None:
                         "age": 40.0, "gender": "male", "gender_confidence": 0.9, "frames": 30}, vector, 10)
 
 
+@pytest.mark.slow
 def test_daemon_purges_old_unknowns_and_keeps_none_when_switched_off(tmp_path):
     from edge.daemon import Daemon
     from edge.models.loader import load_models
@@ -150,6 +147,7 @@ def test_clusters_are_numbered_oldest_first(tmp_path):
     assert [(g.number, g.tracks) for g in groups] == [(1, ["early"]), (2, ["late", "late2"])]
 
 
+@pytest.mark.slow
 def test_clusters_match_people_on_the_identity_sets(shared_datasets):
     cfg = load_config()
     threshold, linkage = cfg.unknowns.cluster_threshold or cfg.identity.threshold, cfg.unknowns.linkage
@@ -167,6 +165,7 @@ def test_clusters_match_people_on_the_identity_sets(shared_datasets):
     assert result["purity"] >= 0.97 and result["people"] <= result["clusters"] <= result["people"] + 4, result
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_only(tmp_path):
     photo = str(DEMO_GALLERY / "eileen_collins.jpg")
     args = ["enroll", "eileen", photo, photo, "--set", f"store.path={tmp_path / 'edge.db'}"]

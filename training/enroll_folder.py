@@ -4,7 +4,7 @@ Each person goes through the same code path as `edge enroll NAME PHOTO...` (edge
 photo must hold exactly one face, otherwise nothing is saved for that person (the others still are).
 Folders starting with "_" or "." are skipped (group photos, videos).
 
-    python training/enroll_folder.py PEOPLE_DIR [--set store.path=/var/lib/edge/edge.db] [--skip-existing]
+    python -m training.enroll_folder PEOPLE_DIR [--set store.path=/var/lib/edge/edge.db] [--skip-existing]
         [--skip-bad-photos]
 """
 
@@ -16,14 +16,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from edge.cli import EXIT_INPUT, _enroll, _faces_in  # noqa: E402
-from edge.config import ConfigError, load_config  # noqa: E402
-from edge.images import ImageError  # noqa: E402
-from edge.models.loader import load_models  # noqa: E402
-from edge.store import Store  # noqa: E402
+from edge.cli import EXIT_INPUT, _enroll, _faces_in
+from edge.config import ConfigError, load_config
+from edge.images import ImageError
+from edge.models.loader import load_models
+from edge.store import Store
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
