@@ -145,7 +145,7 @@ def child_pipeline(spec: dict) -> dict:
     store = Store(cfg.store.path)
     for photo in sorted(GALLERY.glob("*.jpg")):
         _, faces = analyze_faces(models, load_image(photo))
-        store.enroll(photo.stem, np.stack([faces[0].embedding]), [photo.name])
+        store.enroll(photo.stem, np.stack([faces[0].embedding]), [photo.name], model="dlib_resnet_v1")
 
     received: list[tuple[float, dict]] = []
     subscriber = None
@@ -402,7 +402,8 @@ def generated_videos() -> dict[str, Path]:
 
 
 def run_child(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_pipeline", "--child", json.dumps(spec)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_pipeline", "--child", json.dumps(spec)],
+                         capture_output=True, text=True,
                          cwd=ROOT, timeout=3600)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:

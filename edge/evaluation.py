@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .identify import distances as embedding_distances
 from .track import iou
 
 
@@ -158,12 +159,13 @@ def best_accuracy_threshold(distances, same) -> dict:
 
 # --- open-set identification ------------------------------------------------------------------------
 def open_set_identification(probes: np.ndarray, probe_names, gallery_vectors: np.ndarray, gallery_names,
-                            threshold: float) -> dict:
+                            threshold: float, metric: str = "l2") -> dict:
     """Probes of enrolled people: rank-1 = nearest gallery row is theirs *and* below threshold
-    (closed-set rank-1 ignores the threshold). Probes of strangers: false accept = nearest row below it."""
+    (closed-set rank-1 ignores the threshold). Probes of strangers: false accept = nearest row below it.
+    Distances in the embedding model's metric (identify.distances)."""
     gallery_names = np.asarray(gallery_names, dtype=object)
     enrolled = set(gallery_names.tolist())
-    distances = np.linalg.norm(np.asarray(probes)[:, None, :] - np.asarray(gallery_vectors)[None, :, :], axis=2)
+    distances = embedding_distances(np.asarray(probes), np.asarray(gallery_vectors, np.float32), metric)
     nearest = distances.argmin(axis=1)
     best = distances[np.arange(len(probes)), nearest]
     names = gallery_names[nearest]

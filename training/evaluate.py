@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    parser.add_argument("--datasets", type=Path, default=DATASETS, help="shared datasets folder (default ../shared/datasets)")
+    parser.add_argument("--datasets", type=Path, default=DATASETS,
+                        help="shared datasets folder (default ../shared/datasets)")
     parser.add_argument("--quick", action="store_true", help="small subsets (seconds, for tests)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     parser.add_argument("--detectors", default="haar,mtcnn", help="detectors compared in the detection section")

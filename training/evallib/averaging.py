@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import evaluation as ev
+from edge.identify import pair_distances as embedding_distances
 from edge.images import load_image
 
 from .analyzer import (Analyzer, FaceRecord, central_face, image_size, largest_face, pad_image, to_records,
@@ -72,7 +73,7 @@ def windows(faces: list, n: int) -> list[list]:
 def evaluate_averaging(analyzer: Analyzer, suite: Suite, plots: Path, frames=FRAMES_AVERAGED) -> dict:
     n_max = max(frames)
     result = {"frames": list(frames)}
-    threshold = analyzer.cfg.identity.threshold
+    threshold, metric = analyzer.cfg.identity.threshold, analyzer.cfg.identity.metric
     min_agreement = analyzer.cfg.identity.min_agreement
     if suite.averaging_attributes:
         rows, incomplete = [], 0
@@ -121,10 +122,10 @@ def evaluate_averaging(analyzer: Analyzer, suite: Suite, plots: Path, frames=FRA
             samples = [(g, np.stack([f.embedding.astype(np.float32) for f in w]), s)
                        for g, faces, s in rows for w in windows(faces, n)]
             same = np.array([s for _, _, s in samples])
-            d = np.array([np.linalg.norm(e.mean(axis=0) - g) for g, e, _ in samples])
+            d = np.array([embedding_distances(e.mean(axis=0)[None], g[None], metric)[0] for g, e, _ in samples])
             # pipeline._decide_identity: the averaged match decides only if identity.min_agreement of the
             # per-frame matches say the same; otherwise the track waits for more frames.
-            per_frame = [np.linalg.norm(e - g, axis=1) < threshold for g, e, _ in samples]
+            per_frame = [embedding_distances(e, np.broadcast_to(g, e.shape), metric) < threshold for g, e, _ in samples]
             accepted = d < threshold
             agree = np.array([np.mean(pf == a) >= min_agreement for pf, a in zip(per_frame, accepted)])
             at = ev.verification_at(d, same, threshold)
@@ -171,8 +172,7 @@ def video_averaging(analyzer: Analyzer, video: Path, gallery_folder: Path, frame
     track's average does? (Whole-track decisions checked by eye on the shared clips: the enrolled person
     is named, audience members and passers-by are unknown.)"""
     from edge.face import Face
-    from edge.identify import match_many
-    from edge.store import Gallery
+    from edge.identify import Gallery, match_many
     from edge.track import Tracker
 
     names, vectors = [], []
@@ -182,9 +182,9 @@ def video_averaging(analyzer: Analyzer, video: Path, gallery_folder: Path, frame
             names.append(item.identity)
             vectors.append(face.embedding)
     gallery = Gallery(np.array(names, dtype=object), np.stack(vectors).astype(np.float32))
-    threshold = analyzer.cfg.identity.threshold
+    threshold, metric = analyzer.cfg.identity.threshold, analyzer.cfg.identity.metric
     fps = cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FPS) or 25.0
-    tracker = Tracker(analyzer.cfg.tracking.iou_threshold, window=10 ** 6)
+    tracker = Tracker(analyzer.cfg.tracking.model_copy(update={"window": 10 ** 6}), analyzer.cfg.identity)
     tracks: dict[int, list[np.ndarray]] = {}
     for index, records in enumerate(video_faces(analyzer, video)):
         faces = [Face(r.box, r.score, embedding=r.embedding.astype(np.float32)) for r in records]
@@ -192,19 +192,19 @@ def video_averaging(analyzer: Analyzer, video: Path, gallery_folder: Path, frame
         for face in tracked:
             tracks.setdefault(face.track_id, []).append(face.embedding)
     long = {tid: np.stack(e) for tid, e in tracks.items() if len(e) >= max(frames)}
-    whole = {tid: match_many(e.mean(axis=0)[None], gallery, threshold)[0].name for tid, e in long.items()}
+    whole = {tid: match_many(e.mean(axis=0)[None], gallery, threshold, metric)[0].name for tid, e in long.items()}
     curve = []
     for n in frames:
         same, false_accepts, wrong_names, count, rule_named = 0, 0, 0, 0, 0
         for tid, e in long.items():
             for w in windows(list(e), n):
-                name = match_many(np.mean(w, axis=0)[None], gallery, threshold)[0].name
+                name = match_many(np.mean(w, axis=0)[None], gallery, threshold, metric)[0].name
                 count += 1
                 same += name == whole[tid]
                 false_accepts += whole[tid] is None and name is not None
                 wrong_names += whole[tid] is not None and name is not None and name != whole[tid]
                 # The daemon also wants identity.min_agreement of the per-frame matches to say that name.
-                per_frame = [m.name for m in match_many(np.stack(w), gallery, threshold)]
+                per_frame = [m.name for m in match_many(np.stack(w), gallery, threshold, metric)]
                 agreed = per_frame.count(name) / len(per_frame) >= analyzer.cfg.identity.min_agreement
                 rule_named += agreed and name is not None and name != whole[tid]
         curve.append({"frames": n, "windows": count, "agrees_with_track": same / count if count else float("nan"),

@@ -11,7 +11,8 @@ def pct(x, digits: int = 1) -> str:
 
 def markdown(report: dict) -> str:
     lines = ["# Accuracy of the daemon's own pipeline", "",
-             f"Produced by `python -m training.evaluate` on {report['date']} ({report['elapsed_s']:.0f} s). Config in force: "
+             f"Produced by `python -m training.evaluate` on {report['date']} ({report['elapsed_s']:.0f} s). "
+             "Config in force: "
              f"detector `{report['config']['detector']}`, identity.threshold {report['config']['threshold']}, "
              f"backend {report['config']['backend']}. Data: `{report['data']}`"
              + (" (--quick: a few photos per set, for the tests)" if report.get("quick") else "")

@@ -10,6 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import evaluation as ev
+from edge.identify import distances as embedding_table
+from edge.identify import pair_distances as embedding_distances
 
 from .analyzer import Analyzer, central_face, image_size, largest_face
 from .datasets import LabelledImage, Suite, read_boxes_csv, subsample
@@ -109,9 +111,10 @@ def evaluate_attributes(analyzer: Analyzer, suite: Suite, plots: Path) -> dict:
 
 
 def pair_distances(analyzer: Analyzer, pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """L2 distance per pair of the central faces; inf when either photo has no face."""
+    """Distance (the embedding model's metric) per pair of the central faces; inf when either photo has no face."""
     distances, same, folds = [], [], []
     missing = 0
+    metric = analyzer.cfg.identity.metric
     for a, b, is_same, fold in tqdm(pairs, desc="verification pairs", unit="pair"):
         fa = central_face(analyzer.faces(a), *image_size(a))
         fb = central_face(analyzer.faces(b), *image_size(b))
@@ -119,7 +122,7 @@ def pair_distances(analyzer: Analyzer, pairs) -> tuple[np.ndarray, np.ndarray, n
             missing += 1
             distances.append(np.inf)
         else:
-            distances.append(float(np.linalg.norm(fa.embedding - fb.embedding)))
+            distances.append(float(embedding_distances(fa.embedding[None], fb.embedding[None], metric)[0]))
         same.append(is_same)
         folds.append(fold)
     analyzer.save()
@@ -176,7 +179,7 @@ def openset_splits(items: list[LabelledImage], max_splits: int, seed: int = 0):
 
 def evaluate_openset(analyzer: Analyzer, suite: Suite, plots: Path) -> dict:
     result = {}
-    threshold = analyzer.cfg.identity.threshold
+    threshold, metric = analyzer.cfg.identity.threshold, analyzer.cfg.identity.metric
     for name, items in suite.people.items():
         embedded = []
         for item in tqdm(items, desc=f"open set {name}", unit="img"):
@@ -194,8 +197,8 @@ def evaluate_openset(analyzer: Analyzer, suite: Suite, plots: Path) -> dict:
             probe_vectors = np.stack([vec[id(p)] for p in probes])
             gallery_vectors = np.stack([vec[id(g)] for g in gallery])
             splits.append(ev.open_set_identification(probe_vectors, [p.identity for p in probes], gallery_vectors,
-                                                     [g.identity for g in gallery], threshold))
-            d = np.linalg.norm(probe_vectors[:, None] - gallery_vectors[None], axis=2)
+                                                     [g.identity for g in gallery], threshold, metric))
+            d = embedding_table(probe_vectors, gallery_vectors, metric)
             best, nearest = d.min(axis=1), d.argmin(axis=1)
             enrolled = {g.identity for g in gallery}
             known = np.array([p.identity in enrolled for p in probes])
