@@ -184,11 +184,11 @@ def child_pipeline(spec: dict) -> dict:
     def on_event(payload):
         emitted.append((time.time(), payload))
         if payload["type"] == "face_identified":
-            for track in daemon.pipeline.tracker.tracks.values():
-                if track.uid == payload["track_id"]:
-                    first_seen[track.uid] = track.first_seen
+            for view in daemon.pipeline.tracker.views():
+                if view.uid == payload["track_id"]:
+                    first_seen[view.uid] = view.first_frame_ts
                     # Snapshot now: a looping soak run reads the same timestamps again later.
-                    first_read[track.uid] = read_wall.get(track.first_seen)
+                    first_read[view.uid] = read_wall.get(view.first_frame_ts)
 
     daemon = Daemon(cfg, on_event=on_event, models=models, store=store)
     pipeline = daemon.pipeline
@@ -206,8 +206,8 @@ def child_pipeline(spec: dict) -> dict:
         events = real_process(image, timestamp)
         frame = pipeline.frames - 1
         if spec["truth"] and not spec["duration"]:
-            reported[frame] = [(t.face.box, (t.identity or "unknown") if t.decided else "undecided")
-                               for t in pipeline.tracker.tracks.values() if t.last_seen == timestamp]
+            reported[frame] = [(v.face.box, (v.identity or "unknown") if v.decided else "undecided")
+                               for v in pipeline.tracker.views() if v.in_view]
         if spec["duration"] and frame % 150 == 0:
             rss_samples.append((round(time.perf_counter() - marks["first"], 1), round(rss_mb(), 1)))
         return events

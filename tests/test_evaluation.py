@@ -93,6 +93,39 @@ def test_open_set_identification():
     assert result["stranger_false_accept"] == pytest.approx(1 / 2)   # (1.2, 0) is 0.2 from b
 
 
+def test_open_set_threshold_for_a_target_far_counts_strangers_exactly():
+    from training.evallib.openset import Scores
+    nearest = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.05])
+    known = np.array([False] * 10 + [True])
+    scores = Scores(nearest, nearest + 1.0, np.ones(11, bool), known)
+    t = scores.threshold_for_far(0.2, 0.0)          # 2 of the 10 strangers may be accepted
+    assert t == pytest.approx(0.3)
+    rates = scores.rates(t)
+    assert rates["stranger_false_accept"] == pytest.approx(0.2) and rates["correct_naming"] == 1.0
+
+
+def test_open_set_splits_leave_every_enrolled_person_a_probe_and_margin_rejects_the_ambiguous():
+    from training.evallib.openset import Embedded, Scores, score, splits
+    people = np.array(["a"] * 4 + ["b"] * 2 + ["c"] * 3 + ["d"] * 2 + ["e"], dtype=object)   # e: one photo only
+    for gallery, owners, probes in splits(people, 2, 3, count=20, seed=1):
+        assert set(gallery).isdisjoint(probes) and "e" not in set(people[probes])
+        for person in set(owners):
+            assert 1 <= (owners == person).sum() <= min(3, (people == person).sum() - 1)
+            assert (people[probes] == person).any()
+    # Four people far apart, two photos each a little apart: every enrolled probe named, no stranger.
+    centres = np.array([[0.0, 0], [3, 0], [0, 3], [3, 3]])
+    vectors = np.repeat(centres, 2, axis=0) + np.tile([[0, 0], [0.1, 0]], (4, 1))
+    embedded = Embedded(np.repeat(np.array(["a", "b", "c", "d"], dtype=object), 2), vectors, "l2")
+    clean = score(embedded, 2, 1, "photo", count=10, seed=0).rates(0.6)
+    assert (clean["correct_naming"], clean["stranger_false_accept"], clean["wrong_naming"]) == (1.0, 0.0, 0.0)
+    assert clean["enrolled_probes"] == 10 * 2 and clean["stranger_probes"] == 10 * 4
+    # A stranger about as near two enrolled people is named by the nearest rule, not with a margin.
+    ambiguous = Scores(np.array([0.40, 0.30]), np.array([0.42, 0.90]), np.array([False, True]), np.array([False, True]))
+    assert ambiguous.rates(0.6)["stranger_false_accept"] == 1.0
+    assert ambiguous.rates(0.6, margin=0.1)["stranger_false_accept"] == 0.0
+    assert ambiguous.rates(0.6, margin=0.1)["correct_naming"] == 1.0
+
+
 def test_averaging_windows_are_disjoint_and_nested():
     from training.evallib.averaging import windows
     assert windows(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5]]
@@ -164,7 +197,8 @@ def test_enroll_folder_uses_the_enroll_path(tmp_path, hopper_photo):
 @pytest.mark.slow
 def test_evaluate_harness_on_shared_subset(tmp_path, shared_datasets):
     result = subprocess.run(
-        [sys.executable, "-m", "training.evaluate", "--quick", "--datasets", str(shared_datasets), "--out", str(tmp_path),
+        [sys.executable, "-m", "training.evaluate", "--quick", "--datasets", str(shared_datasets),
+         "--out", str(tmp_path),
          "--cache", str(tmp_path / "cache"), "--sections", "detection,attributes,verification,openset,averaging"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
