@@ -132,8 +132,9 @@ class IdentityConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _calibrated_threshold(cls, data):
-        if isinstance(data, dict) and data.get("threshold") is None and data.get("model", DEFAULT_EMBEDDING) in EMBEDDINGS:
-            data = {**data, "threshold": EMBEDDINGS[data.get("model", DEFAULT_EMBEDDING)].threshold}
+        model = data.get("model", DEFAULT_EMBEDDING) if isinstance(data, dict) else None
+        if isinstance(model, str) and model in EMBEDDINGS and data.get("threshold") is None:   # a list: not hashable
+            data = {**data, "threshold": EMBEDDINGS[model].threshold}
         if not isinstance(data, dict) or not data.get("calibration_file"):
             return data
         if not isinstance(data["calibration_file"], (str, Path)):
@@ -352,7 +353,9 @@ class AppConfig(Section):
             return data
         identity, unknowns = data.get("identity") or {}, data.get("unknowns") or {}
         model = identity.get("model", DEFAULT_EMBEDDING) if isinstance(identity, dict) else None
-        if isinstance(unknowns, dict) and unknowns.get("cluster_threshold") is None and model in EMBEDDINGS:
+        # `model in EMBEDDINGS` raises on a list or dict: the field's own check names the key instead.
+        if isinstance(unknowns, dict) and unknowns.get("cluster_threshold") is None and isinstance(model, str) \
+                and model in EMBEDDINGS:
             data = {**data, "unknowns": {**unknowns, "cluster_threshold": EMBEDDINGS[model].cluster_threshold}}
         return data
 
