@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .backends import ModelLoadError
-from .config import DEMO_DIR, AppConfig, ConfigError, load_config
+from .config import DEMO_DIR, AppConfig, ConfigError, load_config, with_changes
 from .images import ImageError, load_image
 from .store import StoreError
 
@@ -125,26 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
 
 
-def _with(cfg: AppConfig, **changes) -> AppConfig:
-    """Config copy with dotted-section changes, re-validated."""
-    from .config import validate
-    data = cfg.model_dump()
-    for dotted, value in changes.items():
-        node = data
-        *parents, last = dotted.split("__")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return validate(data)
-
-
 def cmd_run(cfg: AppConfig, args) -> int:
     from .daemon import Daemon, print_event
 
     if args.source:
-        cfg = _with(cfg, source=args.source)
+        cfg = with_changes(cfg, {"source": args.source})
     if args.display:
-        cfg = _with(cfg, display__enabled=True)
+        cfg = with_changes(cfg, {"display.enabled": True})
     daemon = Daemon(cfg, max_frames=args.max_frames, on_event=print_event if args.print_events else None)
     daemon.install_signal_handlers()
     return daemon.run()
@@ -158,11 +145,10 @@ def cmd_demo(cfg: AppConfig, args) -> int:
 
     explicit = {o.split("=", 1)[0] for o in args.overrides}
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
-        changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture__pace": "every_frame",
-                   "store__path": str(Path(tmp) / "demo.db")}
-        if "mqtt.enabled" not in explicit:
-            changes["mqtt__enabled"] = False   # no broker needed; --set mqtt.enabled=true publishes too
-        cfg = _with(cfg, **{k: v for k, v in changes.items() if k.replace("__", ".") not in explicit})
+        changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture.pace": "every_frame",
+                   "store.path": str(Path(tmp) / "demo.db"),
+                   "mqtt.enabled": False}   # no broker needed; --set mqtt.enabled=true publishes too
+        cfg = with_changes(cfg, {k: v for k, v in changes.items() if k not in explicit})
         models = load_models(cfg)
         store = Store(cfg.store.path)
         for photo in sorted((DEMO_DIR / "gallery").glob("*.jpg")):
@@ -365,10 +351,8 @@ def cmd_compare(cfg: AppConfig, args) -> int:
 def cmd_calibrate(cfg: AppConfig, args) -> int:
     """Same/different distances between the folder's photos and the enrolled gallery -> threshold YAML."""
     import numpy as np
-    import yaml
     from .config import PROJECT_ROOT
-    from .evaluation import calibrate_threshold, plot_distance_histograms
-    from .identify import pair_distances
+    from .evaluation import calibrate_threshold, calibration_yaml, labelled_pair_distances, plot_distance_histograms
     from .models.loader import load_models
     from .store import Store
 
@@ -394,13 +378,8 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     if gallery is not None and len(gallery.vectors):
         names += [str(n) for n in gallery.names]
         vectors += list(gallery.vectors)
-    names_arr = np.array(names, dtype=object)
     matrix = np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)
-    rows, cols = np.triu_indices(len(names), k=1)
-    distances = pair_distances(matrix[rows], matrix[cols], cfg.identity.metric)
-    same = names_arr[rows] == names_arr[cols]
-    keep = distances > 1e-6        # the same photo enrolled and in the folder says nothing
-    distances, same = distances[keep], same[keep].astype(bool)
+    distances, same = labelled_pair_distances(names, matrix, cfg.identity.metric)
     if not same.any() or same.all():
         raise ImageError("calibration needs at least two photos of one person and photos of two people "
                          f"(got {int(same.sum())} same-person and {int((~same).sum())} different-person pairs)")
@@ -408,11 +387,7 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     result["previous_threshold"] = cfg.identity.threshold
     output = args.output if args.output.is_absolute() else PROJECT_ROOT / args.output
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(f"# Written by `edge calibrate {args.folder}` ({result['method']}): "
-                      f"{result['same_pairs']} same-person and {result['different_pairs']} different-person pairs, "
-                      f"TAR {result['at_threshold']['tar']:.3f}, FAR {result['at_threshold']['far']:.4f}.\n"
-                      f"# Use it with --set identity.calibration_file={output}\n"
-                      + yaml.safe_dump({"identity": {"threshold": result["threshold"], "model": cfg.identity.model}}))
+    output.write_text(calibration_yaml(result, cfg.identity.model, f"`edge calibrate {args.folder}`"))
     result["output"] = str(output)
     if args.plot:
         plot_distance_histograms(distances, same, result["threshold"], args.plot,
@@ -444,7 +419,8 @@ def cmd_models(cfg: AppConfig, args) -> int:
         for name, entry in manifest["models"].items():
             formats = ", ".join(f"{fmt}: {f['path']}" for fmt, f in entry["files"].items())
             print(f"{name}: {entry['task']}; input {entry['input']['shape']}; {formats}; "
-                  f"source {entry['source']['package']} {entry['source']['version']}; licence {entry['licence']}")
+                  f"source {entry['source'].get('package') or entry['source'].get('repository')} "
+                  f"{entry['source']['version']}; licence {entry['licence']}")
         return 0
     bad = 0
     for file, error in verify_all(cfg.models.dir):
