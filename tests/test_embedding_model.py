@@ -66,7 +66,7 @@ def people_chips():
 
 @pytest.fixture(scope="module")
 def onnx_embeddings(people_chips):
-    ort = pytest.importorskip("onnxruntime")
+    ort = require_module("onnxruntime", "onnxruntime", "the converted ONNX file")
     assert ONNX_PATH.exists(), f"{ONNX_PATH} missing: run python -m training.convert_dlib_embedding"
     sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
     x = _normalise(people_chips[1])
@@ -75,7 +75,7 @@ def onnx_embeddings(people_chips):
 
 
 def test_onnx_io_contract():
-    ort = pytest.importorskip("onnxruntime")
+    ort = require_module("onnxruntime", "onnxruntime", "the converted ONNX file")
     sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
     (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
     assert inp.name == "images" and inp.shape[1:] == [3, 150, 150] and not isinstance(inp.shape[0], int)
