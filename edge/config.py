@@ -126,6 +126,9 @@ class IdentityConfig(Section):
     # Distance under which a face is the enrolled person; null = the model's calibrated value
     # (dlib_resnet_v1: L2 0.6, dlib's own; cosine models: 1 - similarity).
     threshold: float | None = Field(None, gt=0, le=2)
+    # A face is named only when the next enrolled person is at least this much further (distance units);
+    # null = the model's measured value (edge/models/catalog.py).
+    margin: float | None = Field(None, ge=0, le=2)
     # Share of a track's per-frame matches that must agree with the averaged decision.
     min_agreement: float = Field(0.6, gt=0, le=1)
     # YAML written by `edge calibrate` ({identity: {threshold: X, model: M}}); when set, its threshold replaces
@@ -143,8 +146,10 @@ class IdentityConfig(Section):
     @classmethod
     def _calibrated_threshold(cls, data):
         model = data.get("model", DEFAULT_EMBEDDING) if isinstance(data, dict) else None
-        if isinstance(model, str) and model in EMBEDDINGS and data.get("threshold") is None:
-            data = {**data, "threshold": EMBEDDINGS[model].threshold}
+        if isinstance(model, str) and model in EMBEDDINGS:
+            for key in ("threshold", "margin"):
+                if data.get(key) is None:
+                    data = {**data, key: getattr(EMBEDDINGS[model], key)}
         if not isinstance(data, dict) or not data.get("calibration_file"):
             return data
         if not isinstance(data["calibration_file"], (str, Path)):

@@ -11,12 +11,13 @@ from ..config import AppConfig
 from ..detect import Detector, Landmarker, detector_class
 from .age import AgeModel
 from .embedding import EmbeddingModel
+from .reid import ReidEmbeddingModel
 from .gender import GenderModel
 from .catalog import EMBEDDINGS
 from .manifest import load_manifest, model_files, verify_file
 
 # The class that runs each embedding model of the catalog (same interface: model_id, metric, predict_chips).
-EMBEDDING_CLASSES = {EmbeddingModel.model_id: EmbeddingModel}
+EMBEDDING_CLASSES = {model.model_id: model for model in (EmbeddingModel, ReidEmbeddingModel)}
 
 
 
