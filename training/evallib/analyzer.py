@@ -61,8 +61,8 @@ class Analyzer:
         # A re-converted model file (new size or time) starts a new cache.
         files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in cfg.models.dir.iterdir()
                        if p.suffix in (".onnx", ".tflite"))
-        # Which embedding runs is part of the key too (identity.* minus the decision thresholds).
-        identity = cfg.identity.model_dump(mode="json", exclude={"threshold", "min_agreement", "calibration_file"})
+        # Which embedding runs is part of the key too (not the decision settings: threshold, margin, ...).
+        identity = {"model": cfg.identity.model}
         key = json.dumps({"detector": cfg.detector.model_dump(mode="json"), "backend": cfg.models.backend,
                           "files": files, **({"identity": identity} if identity else {})}, sort_keys=True)
         self.key = hashlib.sha1(key.encode()).hexdigest()[:16]
