@@ -11,6 +11,7 @@ install:
 #   mosquitto        the MQTT broker of every daemon test (plain, TLS, restarts)
 #   systemd          systemd-analyze verify on systemd/edge.service (works without systemd as PID 1)
 #   xvfb, chromium   the kiosk window on a real X server; the status page rendered in headless Chromium
+#   chromium-driver  chromedriver, through which selenium drives that Chromium on the people page
 #   python3-tk       Tk for the kiosk window (pulls libtk8.6, which a pyenv Python's tkinter also links)
 test-deps: install
 	@missing=""; \
@@ -18,6 +19,7 @@ test-deps: install
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	$(PYTHON) -c 'import tkinter' 2>/dev/null || missing="$$missing python3-tk"; \
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y $$missing; fi

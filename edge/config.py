@@ -288,13 +288,76 @@ class DisplayConfig(_Switchable):
     max_fps: float = Field(15, gt=0, le=60)     # drawing rate cap; the pipeline never waits for the screen
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    import ipaddress
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class WebConfig(_Switchable):
-    """Status page, /healthz, /metrics, /snapshot.jpg, /stream (edge/web.py). Off: no listening port."""
+    """Status page, people page, JSON API, /healthz, /metrics, /snapshot.jpg, /stream (edge/web*.py).
+    Off: no listening port."""
     host: str = Field("127.0.0.1", min_length=1)   # 0.0.0.0 exposes names and the live picture to the network
     port: int = Field(8080, ge=1, le=65535)
     stream_max_fps: float = Field(10, gt=0, le=60)
     jpeg_quality: int = Field(80, ge=10, le=100)
     recent_events: int = Field(50, ge=1, le=1000)
+    # Login for actions (and for every page when host is not loopback): a password, or its hash from
+    # `edge hash-password` ("scrypt$..."); EDGE_WEB_PASSWORD and password_file win over password.
+    password: str | None = None
+    password_file: Path | None = None
+    # Bearer token for the JSON API (EDGE_WEB_TOKEN, token_file, token; plain or "scrypt$..."); the password works too.
+    token: str | None = None
+    token_file: Path | None = None
+    # Host header values accepted when host is not loopback (besides the address the client connected to).
+    allowed_hosts: list[str] = []
+    workers: int = Field(8, ge=2, le=64)           # request threads, fixed: a flood of clients waits, never spawns
+    queue: int = Field(32, ge=0, le=1024)          # accepted connections waiting for a worker; more are closed
+    max_streams: int = Field(2, ge=0, le=32)       # /stream viewers at once (each holds a worker)
+    header_timeout_s: float = Field(10, gt=0, le=300)   # whole request line + headers, however slowly sent
+    body_timeout_s: float = Field(60, gt=0, le=3600)    # whole upload body
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_upload_files: int = Field(20, ge=1, le=200)
+    session_hours: float = Field(12, gt=0, le=24 * 30)
+    login_failures_per_minute: int = Field(5, ge=1, le=1000)   # per client address; then HTTP 429
+
+    @field_validator("password", "token", mode="before")
+    @classmethod
+    def _secret_text(cls, value):
+        # YAML reads `password: 123456` as a number; a secret is text (and never echoed in an error).
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _login_beyond_loopback(self):
+        if self.enabled and not is_loopback(self.host) and not self.has_password():
+            raise ValueError(f"host: serving the page on {self.host} (not loopback) needs a login: set web.password, "
+                             "web.password_file or EDGE_WEB_PASSWORD")
+        return self
+
+    def has_password(self) -> bool:
+        return bool(os.environ.get("EDGE_WEB_PASSWORD") or self.password_file or self.password)
+
+    def resolved_password(self) -> str | None:
+        return _secret(os.environ.get("EDGE_WEB_PASSWORD"), self.password_file, self.password, "web.password_file")
+
+    def resolved_token(self) -> str | None:
+        return _secret(os.environ.get("EDGE_WEB_TOKEN"), self.token_file, self.token, "web.token_file")
+
+
+def _secret(from_env: str | None, file: Path | None, value: str | None, key: str) -> str | None:
+    if from_env:
+        return from_env
+    if file:
+        try:
+            return file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"config error: {key}: cannot read {file}: {exc.strerror}") from None
+    return value
 
 
 def _topic_safe_path(value: str) -> str:
