@@ -24,7 +24,9 @@ log = logging.getLogger("edge")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (default: config/default.yaml)")
+    parser.add_argument("--config", type=Path, action="append",
+                        help="YAML config (default: config/default.yaml); repeatable: a later file changes the "
+                             "keys it names, e.g. --config /etc/edge/edge.yaml --config /etc/edge/cameras/door.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config key, e.g. --set mqtt.port=1884 (repeatable)")
 
@@ -277,6 +279,7 @@ def cmd_identities(cfg: AppConfig, args) -> int:
 
 def cmd_unknowns(cfg: AppConfig, args) -> int:
     from . import unknowns
+    from .snapshots import person_slug, thumbnail_dir
     from .store import Store
 
     store = Store(cfg.store.path)
@@ -290,7 +293,8 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
             for g in groups:
                 age = "age ?" if g["age"] is None else f"age {g['age']:.0f}"
                 print(f"cluster {g['cluster']}: {g['count']} track(s), {g['frames']} frames, {age}, "
-                      f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}")
+                      f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}"
+                      + (f", thumbnail {g['thumbnail']}" if g["thumbnail"] else ""))
         return 0
     from .enroll import checked_name, forget_unknown_group, name_unknown_group
     name = checked_name(args.name) if args.action == "name" else None
@@ -298,6 +302,7 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
     if group is None:
         print(f"no unknown cluster {args.cluster} (see edge unknowns list)", file=sys.stderr)
         return 1
+    # Thumbnails are handled whether or not they are kept now: files left from when they were.
     if args.action == "name":
         count = name_unknown_group(cfg, store, group, name)
         print(f"enrolled {name} from {count} unknown track(s) of cluster {args.cluster}")

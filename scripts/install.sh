@@ -51,11 +51,15 @@ if [ ! -e "$ETC/edge.yaml" ]; then
       "$SRC/config/default.yaml" > "$ETC/edge.yaml.new")
   mv "$ETC/edge.yaml.new" "$ETC/edge.yaml"
 fi
+# Per-camera changes for edge@<camera>.service (README "Several cameras on one box").
+install -d -m 0750 "$ETC/cameras"
 if [ -z "$DESTDIR" ]; then chown -R root:edge "$ETC"; fi
 
 # 4. The unit.
 install -d -m 0755 "$UNITDIR"
 install -m 0644 "$SRC/systemd/edge.service" "$UNITDIR/edge.service"
+# One process per camera instead (README "Several cameras"): edge@<camera>, reading /etc/edge/cameras/<camera>.yaml.
+install -m 0644 "$SRC/systemd/edge@.service" "$UNITDIR/edge@.service"
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   if [ "$ENABLE" = 1 ]; then systemctl enable --now edge.service; fi
