@@ -34,7 +34,7 @@ demo: install
 # the bench extra: sample photos for the generated videos, dlib for the face_recognition loop compared with
 bench: install
 	$(PYTHON) -m pip install -e '.[bench]'
-	$(PYTHON) -m benchmarks.bench_pipeline --json benchmarks/results/haar.json
+	$(PYTHON) -m benchmarks.bench_pipeline --detector haar --json benchmarks/results/haar.json
 
 # systemd/edge.service, the edge user, /etc/edge/config.yaml (scripts/install.sh)
 install-service:

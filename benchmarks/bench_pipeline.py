@@ -2,7 +2,7 @@
 """Benchmark the real appliance pipeline (Daemon: capture thread, models, SQLite outbox, MQTT publisher to a
 real local Mosquitto, a subscriber measuring latency) against the `face_recognition` loop and a naive run.
 
-    python -m benchmarks.bench_pipeline [--video PATH] [--detector haar|mtcnn] [--json OUT]
+    python -m benchmarks.bench_pipeline [--video PATH] [--detector haar|mtcnn|yunet] [--json OUT]
 
 Videos: the demo (edge/demo/demo.mp4), `crowd` (6 faces at once) and `empty` (nobody most of the time),
 both generated into a cache folder from the demo's public-domain photos (benchmarks/videos.py), and any
@@ -137,7 +137,8 @@ def child_pipeline(spec: dict) -> dict:
     port = spec["port"]
     prefix = f"bench{os.getpid()}"
     sets = [f"source={spec['video']}", f"capture.pace={spec['pace']}", f"store.path={tmp / 'edge.db'}",
-            f"detector.type={spec['detector']}", f"mqtt.enabled={'true' if port else 'false'}",
+            *([f"detector.type={spec['detector']}"] if spec["detector"] else []),
+            f"mqtt.enabled={'true' if port else 'false'}",
             f"mqtt.port={port or 1883}", "mqtt.host=127.0.0.1", f"mqtt.prefix={prefix}", "log_level=WARNING",
             f"capture.loop={'true' if spec['duration'] else 'false'}", *spec["sets"]]
     cfg = load_config(None, sets)
@@ -479,7 +480,7 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--video", action="append", type=Path, help="only this video (repeatable)")
-    ap.add_argument("--detector", choices=["haar", "mtcnn"], default="haar")
+    ap.add_argument("--detector", help="detector.type for every pipeline run (default: the config's)")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--variants", default="fast,naive,peer", help="comma list: fast, naive, peer, ablate, "
                     "or a name from the ablation list")
