@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 
 from . import __version__
 from .backends import ModelLoadError
-from .config import DEMO_DIR, AppConfig, ConfigError, load_config
+from .config import DEFAULT_CONFIG, DEMO_DIR, AppConfig, ConfigError, config_source, load_config
 from .images import ImageError, load_image
 from .store import StoreError
 
@@ -23,7 +25,8 @@ log = logging.getLogger("edge")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (default: config/default.yaml)")
+    parser.add_argument("--config", type=Path, help="YAML config (default: $EDGE_CONFIG, else /etc/edge/edge.yaml "
+                                                     "when present, else the shipped config/default.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config key, e.g. --set mqtt.port=1884 (repeatable)")
 
@@ -82,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("folder", type=Path)
     calibrate.add_argument("--target-far", type=float,
                            help="most permissive threshold with at most this false accept rate (default: max F1)")
-    calibrate.add_argument("--output", type=Path, default=Path("config") / "calibrated.yaml",
-                           help="YAML to write, relative to the project root (default %(default)s)")
+    calibrate.add_argument("--output", type=Path,
+                           help="YAML to write (default: calibrated.yaml beside the database, store.path)")
     calibrate.add_argument("--plot", type=Path, help="PNG of both distance histograms and the threshold")
     calibrate.add_argument("--json", action="store_true")
 
@@ -100,9 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["edge", *argv])
+    config_file = args.config
+    if args.command == "demo" and not config_file:
+        # The demo is the shipped product on bundled data: never a service box's /etc/edge/edge.yaml.
+        config_file = os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG
+    path, why = config_source(config_file)
+    args.config_file = f"{path} ({why})"
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(path, args.overrides)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -138,6 +149,36 @@ def _with(cfg: AppConfig, **changes) -> AppConfig:
     return validate(data)
 
 
+def _store(cfg: AppConfig, args):
+    """The configured database, refused with the command to run instead when it belongs to the service user."""
+    from .service_box import check_store_owner
+    from .store import Store
+    check_store_owner(cfg.store.path, args.command_line)
+    return Store(cfg.store.path)
+
+
+def _existing_store(cfg: AppConfig, args):
+    """The database when there is one (read-only commands do not create it), else None."""
+    from .service_box import check_store_owner
+    from .store import Store
+    try:
+        cfg.store.path.stat()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        pass          # inside the service's 0700 state directory: check_store_owner says what to do
+    check_store_owner(cfg.store.path, args.command_line)
+    return Store(cfg.store.path)
+
+
+def _missing_video_file(source: str) -> bool:
+    """A file path that is not there: a typo, never retried. Devices (/dev/video0 too) and streams may
+    come back and are retried by the grabber."""
+    from .capture.opencv import classify
+    return (classify(source) == "file" and source.strip().lower() not in ("picamera2", "picamera", "pi")
+            and not source.strip().startswith("/dev/") and not Path(source.strip()).exists())
+
+
 def cmd_run(cfg: AppConfig, args) -> int:
     from .daemon import Daemon, print_event
 
@@ -145,6 +186,12 @@ def cmd_run(cfg: AppConfig, args) -> int:
         cfg = _with(cfg, source=args.source)
     if args.display:
         cfg = _with(cfg, display__enabled=True)
+    if _missing_video_file(cfg.source):
+        key = "--source" if args.source else "source"
+        raise ConfigError(f"config error: {key}: no such video file: {cfg.source} "
+                          "(a camera is a device index like 0, an rtsp:// URL, a GStreamer pipeline or picamera2)")
+    from .service_box import check_store_owner
+    check_store_owner(cfg.store.path, args.command_line)
     daemon = Daemon(cfg, max_frames=args.max_frames, on_event=print_event if args.print_events else None)
     daemon.install_signal_handlers()
     return daemon.run()
@@ -156,13 +203,16 @@ def cmd_demo(cfg: AppConfig, args) -> int:
     from .models.loader import load_models
     from .store import Store
 
-    explicit = {o.split("=", 1)[0] for o in args.overrides}
+    explicit = {o.split("=", 1)[0].strip() for o in args.overrides}
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
+        # Its own name on the broker (--set mqtt.enabled=true publishes): a real box's Home Assistant entities,
+        # topics and shared gallery are never touched, whatever config the demo was started with.
         changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture__pace": "every_frame",
-                   "store__path": str(Path(tmp) / "demo.db")}
-        if "mqtt.enabled" not in explicit:
-            changes["mqtt__enabled"] = False   # no broker needed; --set mqtt.enabled=true publishes too
-        cfg = _with(cfg, **{k: v for k, v in changes.items() if k.replace("__", ".") not in explicit})
+                   "store__path": str(Path(tmp) / "demo.db"), "mqtt__enabled": False,
+                   "device": DEMO_DEVICE, "mqtt__prefix": DEMO_DEVICE, "mqtt__client_id": None,
+                   "homeassistant__node_id": None, "web__enabled": False, "display__enabled": False}
+        cfg = _with(cfg, **{k: v for k, v in changes.items() if k.replace("__", ".") not in explicit},
+                    fleet__enabled=False)
         models = load_models(cfg)
         store = Store(cfg.store.path)
         for photo in sorted((DEMO_DIR / "gallery").glob("*.jpg")):
@@ -176,6 +226,9 @@ def cmd_demo(cfg: AppConfig, args) -> int:
               f"frames/s including start-up), {daemon.events_produced} events", file=sys.stderr)
         store.close()
         return code
+
+
+DEMO_DEVICE = "edge-demo"
 
 
 def _faces_in(models, path: Path):
@@ -212,12 +265,11 @@ def _checked_name(raw: str) -> str:
 
 def cmd_enroll(cfg: AppConfig, args) -> int:
     from .models.loader import load_models
-    from .store import Store
 
     name = _checked_name(args.name)
     models = load_models(cfg)
     # Every photo is checked before anything is written: all or nothing.
-    store = Store(cfg.store.path)
+    store = _store(cfg, args)
     _enroll(models, store, name, args.images)
     print(f"enrolled {name} from {len(args.images)} photo(s)")
     _share_with_fleet(cfg, store)
@@ -232,9 +284,7 @@ def _share_with_fleet(cfg: AppConfig, store) -> None:
 
 
 def cmd_identities(cfg: AppConfig, args) -> int:
-    from .store import Store
-
-    store = Store(cfg.store.path)
+    store = _store(cfg, args)
     if args.action == "list":
         rows = store.identities()
         if args.json:
@@ -257,9 +307,8 @@ def cmd_identities(cfg: AppConfig, args) -> int:
 
 def cmd_unknowns(cfg: AppConfig, args) -> int:
     from . import unknowns
-    from .store import Store
 
-    store = Store(cfg.store.path)
+    store = _store(cfg, args)
     threshold = cfg.unknowns.cluster_threshold or cfg.identity.threshold
     if args.action == "list":
         groups = [c.as_dict() for c in unknowns.clusters(store, threshold, cfg.unknowns.linkage)]
@@ -291,10 +340,10 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
     from .identify import match_one
     from .models.gender import gender_label
     from .models.loader import load_models
-    from .store import Store
 
     models = load_models(cfg)
-    gallery = Store(cfg.store.path).gallery() if cfg.store.path.exists() else None
+    store = _existing_store(cfg, args)
+    gallery = store.gallery() if store else None
     status = 0
     for path in args.images:
         try:
@@ -364,14 +413,13 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     """Same/different distances between the folder's photos and the enrolled gallery -> threshold YAML."""
     import numpy as np
     import yaml
-    from .config import PROJECT_ROOT
     from .evaluation import calibrate_threshold, plot_distance_histograms
     from .models.loader import load_models
-    from .store import Store
 
     if not args.folder.is_dir():
         raise ImageError(f"{args.folder}: not a folder (expected one sub-folder of photos per person)")
-    gallery = Store(cfg.store.path).gallery() if cfg.store.path.exists() else None
+    store = _existing_store(cfg, args)
+    gallery = store.gallery() if store else None
     models = load_models(cfg)
     names, vectors = [], []
     # Folders starting with "_" or "." hold no single person (group photos, videos).
@@ -403,7 +451,8 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
                          f"(got {int(same.sum())} same-person and {int((~same).sum())} different-person pairs)")
     result = calibrate_threshold(distances, same, args.target_far)
     result["previous_threshold"] = cfg.identity.threshold
-    output = args.output if args.output.is_absolute() else PROJECT_ROOT / args.output
+    # Beside the database by default: the state directory is the box's writable place (never site-packages).
+    output = (args.output or cfg.store.path.parent / "calibrated.yaml").absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(f"# Written by `edge calibrate {args.folder}` ({result['method']}): "
                       f"{result['same_pairs']} same-person and {result['different_pairs']} different-person pairs, "
@@ -429,8 +478,9 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
 
 def cmd_doctor(cfg: AppConfig, args) -> int:
     from .doctor import report
-    print(report(cfg))
-    return 0
+    text, failed = report(cfg, args.config_file)
+    print(text)
+    return 1 if failed else 0
 
 
 def cmd_models(cfg: AppConfig, args) -> int:

@@ -7,15 +7,49 @@ Every problem becomes one `ConfigError` line naming the key, e.g.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.yaml"
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# A checkout keeps models/ and config/ at the top level (the product's layout); a wheel, an sdist or
+# `pip install .` carries them inside the package as edge/_models and edge/_config (setup.py package_dir).
+PROJECT_ROOT = PACKAGE_DIR.parent
+IN_CHECKOUT = not (PACKAGE_DIR / "_config" / "default.yaml").is_file()
+
+
+def _shipped(name: str) -> Path:
+    return PROJECT_ROOT / name if IN_CHECKOUT else PACKAGE_DIR / f"_{name}"
+
+
+MODELS_DIR = _shipped("models")
+DEFAULT_CONFIG = _shipped("config") / "default.yaml"
+DEMO_DIR = PACKAGE_DIR / "demo"
+# The service's config (scripts/install.sh). Commands find it without --config so `edge enroll` on a
+# service box writes the database the daemon reads; EDGE_SYSTEM_CONFIG moves it (tests, staging).
+SYSTEM_CONFIG = Path(os.environ.get("EDGE_SYSTEM_CONFIG") or "/etc/edge/edge.yaml")
+
+
+def relative_base() -> Path:
+    """Relative paths in the config (models.dir, identity.calibration_file): from the checkout's root, or from
+    the current directory for an installed package (site-packages is no place for a user's files)."""
+    return PROJECT_ROOT if IN_CHECKOUT else Path.cwd()
+
+
+def config_source(explicit: Path | str | None) -> tuple[Path, str]:
+    """The config file and why it was chosen: --config, else $EDGE_CONFIG, else the service's
+    /etc/edge/edge.yaml when present, else the shipped default."""
+    if explicit:
+        return Path(explicit), "--config"
+    if os.environ.get("EDGE_CONFIG"):
+        return Path(os.environ["EDGE_CONFIG"]), "EDGE_CONFIG"
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG, "the service's config"
+    return DEFAULT_CONFIG, "the shipped default"
 
 
 class ConfigError(ValueError):
@@ -61,7 +95,7 @@ BackendKey = Literal["auto", "onnxruntime", "litert", "opencv"]
 
 
 class ModelsConfig(Section):
-    dir: Path = PROJECT_ROOT / "models"
+    dir: Path = MODELS_DIR
     backend: BackendKey = "auto"
     # Per-model override of `backend`; null follows it.
     age_backend: BackendKey | None = None
@@ -74,10 +108,15 @@ class ModelsConfig(Section):
     onnx_providers: list[str] = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     verify_hashes: bool = True
 
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _shipped_when_null(cls, value):
+        return MODELS_DIR if value is None else value
+
     @field_validator("dir", mode="after")
     @classmethod
     def _relative_to_project(cls, value: Path) -> Path:
-        return value if value.is_absolute() else PROJECT_ROOT / value
+        return value if value.is_absolute() else relative_base() / value
 
 
 class TrackingConfig(Section):
@@ -100,7 +139,7 @@ class IdentityConfig(Section):
     # Share of a track's per-frame matches that must agree with the averaged decision.
     min_agreement: float = Field(0.6, gt=0, le=1)
     # YAML written by `edge calibrate` ({identity: {threshold: X}}); when set, its threshold replaces
-    # `threshold`. Relative paths are from the project root, like models.dir.
+    # `threshold`. Relative paths are from the project root (a checkout) or the current directory, like models.dir.
     calibration_file: Path | None = None
 
     @model_validator(mode="before")
@@ -111,7 +150,7 @@ class IdentityConfig(Section):
         if not isinstance(data["calibration_file"], (str, Path)):
             return data      # not a path: the field's own type check names the key (Path(1) would raise TypeError)
         path = Path(data["calibration_file"]).expanduser()
-        path = path if path.is_absolute() else PROJECT_ROOT / path
+        path = path if path.is_absolute() else relative_base() / path
         try:
             calibrated = yaml.safe_load(path.read_text())
             threshold = calibrated["identity"]["threshold"]
@@ -238,6 +277,7 @@ class WebConfig(_Switchable):
     """Status page, /healthz, /metrics, /snapshot.jpg, /stream (edge/web.py). Off: no listening port."""
     host: str = Field("127.0.0.1", min_length=1)   # 0.0.0.0 exposes names and the live picture to the network
     port: int = Field(8080, ge=1, le=65535)
+    optional: bool = False   # true: a port that cannot be opened is logged and the daemon runs without the page
     stream_max_fps: float = Field(10, gt=0, le=60)
     jpeg_quality: int = Field(80, ge=10, le=100)
     recent_events: int = Field(50, ge=1, le=1000)
@@ -285,8 +325,14 @@ class SnapshotsConfig(Section):
     thumbnail_retention_days: int = Field(7, ge=1, le=3650)   # ... deleted after this many days
 
 
+def default_device() -> str:
+    """This host's name in [A-Za-z0-9_-], so two boxes left on defaults never share Home Assistant unique ids."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-")
+    return name[:64] or "edge"
+
+
 class AppConfig(Section):
-    device: str = Field("edge", min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    device: str = Field(default_factory=default_device, min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
     camera: str = Field("camera", min_length=1)
     # Device index ("0"), file path, rtsp:// URL, GStreamer pipeline (contains "!"), or "picamera2".
     source: str = "0"
@@ -305,6 +351,11 @@ class AppConfig(Section):
     snapshots: SnapshotsConfig = SnapshotsConfig()
     display: DisplayConfig = DisplayConfig()
     web: WebConfig = WebConfig()
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _host_name_when_null(cls, value):
+        return default_device() if value is None else value
 
 
 def _parse_scalar(text: str) -> Any:
@@ -363,10 +414,14 @@ def validate(data: Any) -> AppConfig:
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
-    """Read YAML (default config/default.yaml), apply `--set` overrides, validate."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    """Read YAML (`path`, else the one config_source finds), apply `--set` overrides, validate."""
+    path, why = config_source(path)
     try:
         text = path.read_text()
+    except PermissionError:
+        hint = ("; it is the service's config, found because no --config was given: run the command as the "
+                "service user (sudo -u edge edge ...) or pass --config" if why == "the service's config" else "")
+        raise ConfigError(f"config error: cannot read {path}: Permission denied{hint}") from None
     except OSError as exc:
         raise ConfigError(f"config error: cannot read {path}: {exc.strerror}") from None
     try:

@@ -134,7 +134,8 @@ class Publisher:
         self.last_error = message
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        if self.connected.is_set():
+        # Our own disconnect() on a clean stop is "Normal disconnection", not a problem to warn about.
+        if self.connected.is_set() and reason_code.is_failure:
             log.warning("MQTT disconnected (%s); events are kept in the outbox until it is back", reason_code)
         self.connected.clear()
         with self._lock:

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 
-from .config import WebConfig
+from .config import ConfigError, WebConfig
 from .live import LiveOutputs, LiveView
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -43,9 +43,12 @@ class StatusServer:
         try:
             self.httpd = ThreadingHTTPServer((self.cfg.host, self.cfg.port), _handler(self))
         except OSError as exc:
-            # The pipeline matters more than its status page: say why once and carry on without it.
-            log.error("status page: cannot listen on %s:%s: %s; web page off", self.cfg.host, self.cfg.port,
-                      exc.strerror or exc)
+            where = f"cannot listen on {self.cfg.host}:{self.cfg.port}: {exc.strerror or exc}"
+            if not self.cfg.optional:   # a page the user asked for and cannot open must not fail silently
+                raise ConfigError(f"config error: web.port: status page {where} (another program holds it? "
+                                  "choose another web.port, or set web.optional: true to run without the page)")
+            # web.optional: the pipeline matters more than its status page: say why once and carry on.
+            log.error("status page: %s; web page off (web.optional)", where)
             return
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True).start()

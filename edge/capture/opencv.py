@@ -13,6 +13,13 @@ from . import SourceError
 MAX_BAD_READS = 25   # consecutive failed or corrupt reads before a live source counts as lost
 
 
+def _quiet_opencv_retries() -> None:
+    """OpenCV's own warnings (`can't open camera by index`) said it once; the grabber logs one line per outage,
+    so they must not repeat on every retry. OPENCV_LOG_LEVEL, when set, is the user's choice and wins."""
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def classify(spec: str) -> str:
     spec = spec.strip()
     if spec.isdigit():
@@ -58,6 +65,7 @@ class OpenCvSource:
             capture = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG)
         if not capture.isOpened():
             capture.release()
+            _quiet_opencv_retries()
             raise SourceError(f"cannot open {self.description}")
         self.capture = capture
         if self.is_file:
