@@ -109,6 +109,32 @@ def test_installed_wheel_runs_every_command_from_another_directory(built, tmp_pa
     assert sorted(p for p in site.rglob("*") if "__pycache__" not in p.parts) == before
 
 
+@pytest.mark.slow
+def test_install_script_makes_a_venv_that_runs_with_the_service_config(tmp_path):
+    """scripts/install.sh for real, staged under DESTDIR (no user, no systemctl): the venv, the PATH link, the
+    config every command then finds. The staged venv runs through its own python (its scripts name /opt/edge)."""
+    stage = tmp_path / "stage"
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--system-site-packages"],
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "DESTDIR": str(stage)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    print(f"install.sh with its venv in {time.monotonic() - started:.1f} s")
+    assert os.readlink(stage / "usr/local/bin/edge") == "/opt/edge/venv/bin/edge"
+    assert (stage / "opt/edge/venv/bin/edge").read_text().startswith(f"#!{stage}/opt/edge/venv/bin/python")
+    assert (stage / "var/lib/edge").is_dir() and not (stage / "opt/edge/models").exists()
+    python = str(stage / "opt/edge/venv/bin/python")
+    env = clean_env(tmp_path, EDGE_SYSTEM_CONFIG=str(stage / "etc/edge/edge.yaml"))
+    where = run([python, "-c", "import edge; print(edge.__file__)"], env, cwd=tmp_path)
+    assert Path(where.stdout.strip()).is_relative_to(stage / "opt/edge/venv"), where.stdout + where.stderr
+    verify = run([python, "-m", "edge", "models", "verify"], env, cwd=tmp_path)
+    assert verify.returncode == 0 and "FAIL" not in verify.stdout, verify.stdout + verify.stderr
+    doctor = run([python, "-m", "edge", "doctor", "--set", "mqtt.enabled=false"], env, cwd=tmp_path)
+    assert f"config: {stage / 'etc/edge/edge.yaml'} (the service's config)" in doctor.stdout, doctor.stdout
+    assert "database: /var/lib/edge/edge.db" in doctor.stdout
+    # Camera "0" of the untouched config is not here: doctor says so in its exit code.
+    assert doctor.returncode == 1 and "camera: FAIL" in doctor.stdout
+
+
 # --- which config, which database -----------------------------------------------------------------------
 
 def write_config(path: Path, db: Path, device: str = "box1") -> Path:

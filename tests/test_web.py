@@ -159,7 +159,7 @@ def test_status_page_in_headless_chromium(status_daemon, tmp_path):
 def test_healthz_fails_without_camera(tmp_path):
     port = free_port()
     edge = EdgeProcess(*base_args(tmp_path / "edge.db", "--set", "web.enabled=true", "--set", f"web.port={port}",
-                                  source=str(tmp_path / "no-such-camera.mp4")))
+                                  source="57"))     # no such V4L2 camera: retried, never connected
     try:
         wait_port(port, 60)
         status, _, body = get(port, "/healthz")
