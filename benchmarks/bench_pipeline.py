@@ -146,7 +146,7 @@ def child_pipeline(spec: dict) -> dict:
     store = Store(cfg.store.path)
     for photo in sorted(GALLERY.glob("*.jpg")):
         _, faces = analyze_faces(models, load_image(photo))
-        store.enroll(photo.stem, np.stack([faces[0].embedding]), [photo.name])
+        store.enroll(photo.stem, np.stack([faces[0].embedding]), [photo.name], model="dlib_resnet_v1")
 
     received: list[tuple[float, dict]] = []
     subscriber = None

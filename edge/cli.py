@@ -255,7 +255,7 @@ def _enroll(models, store, name: str, paths: list[Path]) -> int:
             what = "no face found" if not faces else f"{len(faces)} faces found"
             raise ImageError(f"{path}: {what}; enrollment needs exactly one face per photo (nothing was saved)")
         vectors.append(faces[0].embedding)
-    return store.enroll(name, np.stack(vectors), [str(p) for p in paths])
+    return store.enroll(name, np.stack(vectors), [str(p) for p in paths], model=models.embedding.model_id)
 
 
 def _checked_name(raw: str) -> str:
@@ -288,14 +288,18 @@ def _share_with_fleet(cfg: AppConfig, store) -> None:
 def cmd_identities(cfg: AppConfig, args) -> int:
     store = _store(cfg, args)
     if args.action == "list":
-        rows = store.identities()
+        model = cfg.identity.model
+        rows = store.identities(model)
         if args.json:
             print(json.dumps(rows))
         elif not rows:
             print("no one is enrolled")
         else:
             for row in rows:
-                print(f"{row['name']}: {row['embeddings']} embedding(s), {row['sightings']} sighting(s)")
+                stale = f"; must be enrolled again: only {', '.join(row['other_models'])} embeddings, the " \
+                        f"model in force is {model} (edge enroll {row['name']} PHOTO...)" if not row["embeddings"] else ""
+                print(f"{row['name']}: {row['embeddings']} {model} embedding(s), {row['sightings']} sighting(s)"
+                      + stale)
         return 0
     if not store.forget(args.name):
         print(f"no enrolled person named {args.name!r}", file=sys.stderr)
@@ -311,9 +315,8 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
     from . import unknowns
 
     store = _store(cfg, args)
-    threshold = cfg.unknowns.cluster_threshold or cfg.identity.threshold
     if args.action == "list":
-        groups = [c.as_dict() for c in unknowns.clusters(store, threshold, cfg.unknowns.linkage)]
+        groups = [c.as_dict() for c in unknowns.clusters(store, cfg)]
         if args.json:
             print(json.dumps(groups))
         elif not groups:
@@ -325,7 +328,7 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
                       f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}")
         return 0
     name = _checked_name(args.name) if args.action == "name" else None
-    group = unknowns.find(store, args.cluster, threshold, cfg.unknowns.linkage)
+    group = unknowns.find(store, cfg, args.cluster)
     if group is None:
         print(f"no unknown cluster {args.cluster} (see edge unknowns list)", file=sys.stderr)
         return 1
@@ -345,7 +348,7 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
 
     models = load_models(cfg)
     store = _existing_store(cfg, args)
-    gallery = store.gallery() if store else None
+    gallery = store.gallery(cfg.identity.model) if store else None
     status = 0
     for path in args.images:
         try:
@@ -359,7 +362,7 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
             label, confidence = gender_label(face.female_probability)
             identity = None
             if gallery is not None:
-                match = match_one(face.embedding, gallery, cfg.identity.threshold)
+                match = match_one(face.embedding, gallery, cfg.identity.threshold, cfg.identity.metric)
                 if match.name:
                     identity = {"name": match.name, "similarity": round(match.similarity, 3)}
             results.append({"box": list(face.box), "age": round(face.age, 1),
@@ -387,13 +390,12 @@ def _largest_face(models, path: Path):
 
 def cmd_compare(cfg: AppConfig, args) -> int:
     """Distance between the largest face of each photo, decided at the threshold in force."""
-    import numpy as np
-    from .identify import Match
+    from .identify import Match, distances
     from .models.loader import load_models
 
     models = load_models(cfg)
     (a, count_a), (b, count_b) = _largest_face(models, args.image_a), _largest_face(models, args.image_b)
-    distance = float(np.linalg.norm(a.embedding - b.embedding))
+    distance = float(distances(a.embedding[None], b.embedding[None], cfg.identity.metric)[0, 0])
     threshold = cfg.identity.threshold
     same = distance < threshold
     result = {"image_a": str(args.image_a), "image_b": str(args.image_b), "distance": round(distance, 4),
@@ -416,12 +418,13 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     import numpy as np
     import yaml
     from .evaluation import calibrate_threshold, plot_distance_histograms
+    from .identify import pair_distances
     from .models.loader import load_models
 
     if not args.folder.is_dir():
         raise ImageError(f"{args.folder}: not a folder (expected one sub-folder of photos per person)")
     store = _existing_store(cfg, args)
-    gallery = store.gallery() if store else None
+    gallery = store.gallery(cfg.identity.model) if store else None
     models = load_models(cfg)
     names, vectors = [], []
     # Folders starting with "_" or "." hold no single person (group photos, videos).
@@ -444,7 +447,7 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     names_arr = np.array(names, dtype=object)
     matrix = np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)
     rows, cols = np.triu_indices(len(names), k=1)
-    distances = np.linalg.norm(matrix[rows] - matrix[cols], axis=1)
+    distances = pair_distances(matrix[rows], matrix[cols], cfg.identity.metric)
     same = names_arr[rows] == names_arr[cols]
     keep = distances > 1e-6        # the same photo enrolled and in the folder says nothing
     distances, same = distances[keep], same[keep].astype(bool)
@@ -460,7 +463,7 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
                       f"{result['same_pairs']} same-person and {result['different_pairs']} different-person pairs, "
                       f"TAR {result['at_threshold']['tar']:.3f}, FAR {result['at_threshold']['far']:.4f}.\n"
                       f"# Use it with --set identity.calibration_file={output}\n"
-                      + yaml.safe_dump({"identity": {"threshold": result["threshold"]}}))
+                      + yaml.safe_dump({"identity": {"threshold": result["threshold"], "model": cfg.identity.model}}))
     result["output"] = str(output)
     if args.plot:
         plot_distance_histograms(distances, same, result["threshold"], args.plot,

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .models.catalog import DEFAULT_EMBEDDING, EMBEDDINGS, LEGACY_MODEL
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 # A checkout keeps models/ and config/ at the top level (the product's layout); a wheel, an sdist or
 # `pip install .` carries them inside the package as edge/_models and edge/_config (setup.py package_dir).
@@ -74,7 +76,8 @@ class CaptureConfig(Section):
 
 
 class DetectorConfig(Section):
-    type: Literal["haar", "mtcnn"] = "haar"
+    # A detector plugin of edge/detect/ by its type_key: haar, mtcnn, yunet.
+    type: str = "haar"
     detect_width: int = Field(640, ge=80, le=4096)
     min_face: int = Field(40, ge=8, le=2000)
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)
@@ -82,6 +85,17 @@ class DetectorConfig(Section):
     mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
     # Haar boxes are kept only if MTCNN's O-Net (which also gives their landmarks) scores them this high.
     haar_verify_score: float = Field(0.9, ge=0, lt=1)
+    yunet_score_threshold: float = Field(0.7, gt=0, lt=1)
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from .detect import REGISTRY, detector_class
+        try:
+            detector_class(value)
+        except KeyError:
+            raise ValueError(f"must be one of {', '.join(sorted(REGISTRY))}") from None
+        return value
 
     @field_validator("mtcnn_thresholds")
     @classmethod
@@ -134,17 +148,31 @@ class TrackingConfig(Section):
 
 
 class IdentityConfig(Section):
-    # L2 distance between 128-D dlib-ResNet embeddings; dlib's own same-person threshold.
-    threshold: float = Field(0.6, gt=0, le=2)
+    # Which embedding model names people (edge/models/catalog.py). Every stored vector records the model that
+    # made it, and matching uses only vectors of this one: after a change, people enrolled with another model
+    # must be enrolled again (start-up and `edge identities list` say who).
+    model: str = DEFAULT_EMBEDDING
+    # Distance under which a face is the enrolled person; null = the model's calibrated value
+    # (dlib_resnet_v1: L2 0.6, dlib's own; cosine models: 1 - similarity).
+    threshold: float | None = Field(None, gt=0, le=2)
     # Share of a track's per-frame matches that must agree with the averaged decision.
     min_agreement: float = Field(0.6, gt=0, le=1)
-    # YAML written by `edge calibrate` ({identity: {threshold: X}}); when set, its threshold replaces
+    # YAML written by `edge calibrate` ({identity: {threshold: X, model: M}}); when set, its threshold replaces
     # `threshold`. Relative paths are from the project root (a checkout) or the current directory, like models.dir.
     calibration_file: Path | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in EMBEDDINGS:
+            raise ValueError(f"must be one of {', '.join(sorted(EMBEDDINGS))}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
     def _calibrated_threshold(cls, data):
+        if isinstance(data, dict) and data.get("threshold") is None and data.get("model", DEFAULT_EMBEDDING) in EMBEDDINGS:
+            data = {**data, "threshold": EMBEDDINGS[data.get("model", DEFAULT_EMBEDDING)].threshold}
         if not isinstance(data, dict) or not data.get("calibration_file"):
             return data
         if not isinstance(data["calibration_file"], (str, Path)):
@@ -159,7 +187,16 @@ class IdentityConfig(Section):
         except (yaml.YAMLError, TypeError, KeyError):
             raise ValueError(f"calibration_file: {path} has no identity.threshold (write it with edge calibrate)") \
                 from None
+        model = data.get("model", DEFAULT_EMBEDDING)
+        calibrated_model = calibrated["identity"].get("model", LEGACY_MODEL)
+        if calibrated_model != model:
+            raise ValueError(f"calibration_file: {path} was calibrated for embedding model {calibrated_model}, "
+                             f"not {model} (run edge calibrate again)")
         return {**data, "calibration_file": path, "threshold": threshold}
+
+    @property
+    def metric(self) -> str:
+        return EMBEDDINGS[self.model].metric
 
 
 class FastPathConfig(Section):
@@ -215,9 +252,10 @@ class StoreConfig(Section):
 class UnknownsConfig(Section):
     """Averaged embeddings of unknown tracks, clustered by `edge unknowns` (biometric data: see README, Privacy)."""
     keep: bool = True
-    # L2 distance under which unknown tracks are grouped; null = identity.threshold. 0.5, not 0.6: among many
-    # strangers 0.6 merges different people (purity 0.73 on 1,229 LFW people, 0.97 at 0.5; README, Unknown faces).
-    cluster_threshold: float | None = Field(0.5, gt=0, le=2)
+    # Distance under which unknown tracks are grouped; null = the embedding model's value (edge/models/catalog.py;
+    # dlib: 0.5, not 0.6: among many strangers 0.6 merges different people, purity 0.73 on 1,229 LFW people,
+    # 0.97 at 0.5; README, Unknown faces).
+    cluster_threshold: float | None = Field(None, gt=0, le=2)
     # scipy linkage: average = mean pairwise distance under the threshold; complete = every pair under it.
     linkage: Literal["average", "complete", "single"] = "average"
 
@@ -356,6 +394,18 @@ class AppConfig(Section):
     @classmethod
     def _host_name_when_null(cls, value):
         return default_device() if value is None else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_threshold_follows_model(cls, data):
+        # Unknown faces are grouped in the identity model's own distance.
+        if not isinstance(data, dict):
+            return data
+        identity, unknowns = data.get("identity") or {}, data.get("unknowns") or {}
+        model = identity.get("model", DEFAULT_EMBEDDING) if isinstance(identity, dict) else None
+        if isinstance(unknowns, dict) and unknowns.get("cluster_threshold") is None and model in EMBEDDINGS:
+            data = {**data, "unknowns": {**unknowns, "cluster_threshold": EMBEDDINGS[model].cluster_threshold}}
+        return data
 
 
 def _parse_scalar(text: str) -> Any:

@@ -18,11 +18,11 @@ from .homeassistant import HomeAssistant
 from .models.loader import LoadedModels, load_models
 from .notify import Notifier
 from .live import LiveOutputs
-from .pipeline import Event, Pipeline
+from .events import Event, OutboxSink, PayloadSink, Sink, UnknownsSink
+from .pipeline import Pipeline
 from .publish import Publisher
 from .snapshots import Snapshots
 from .store import Store, StoreError
-from .unknowns import remember as remember_unknown
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Daemon:
         self.stop_flush_s = stop_flush_s
         self.store = store or Store(cfg.store.path)
         self.models = models or load_models(cfg)
-        self.pipeline = Pipeline(cfg, self.models, self.store.gallery)
+        self.pipeline = Pipeline(cfg, self.models, lambda: self.store.gallery(cfg.identity.model))
         self.publisher = Publisher(cfg.mqtt, cfg.device, self.store) if cfg.mqtt.enabled else None
         # Home Assistant discovery and the fleet gallery ride on the publisher (None when off);
         # Snapshots always exists so that its purge erases thumbnails once keep_thumbnails is off.
@@ -57,8 +57,20 @@ class Daemon:
         self.snapshots = Snapshots(cfg, self.publisher)
         # Kiosk window and status page (edge/live.py); None when both are off, and then nothing changes.
         self.live = LiveOutputs(cfg, self.pipeline) if cfg.display.enabled or cfg.web.enabled else None
+        self.sinks = self._sinks()
         self.events_produced = 0
         self.started = time.monotonic()
+        self._report_stale_gallery()
+
+    def _report_stale_gallery(self) -> None:
+        """People enrolled only with another embedding model are not recognised by this one: say who, and how
+        to fix it, instead of silently never naming them (README, "Changing the embedding model")."""
+        stale = self.store.needing_reenrolment(self.cfg.identity.model)
+        if stale:
+            names = ", ".join(sorted(stale)[:10]) + (f" and {len(stale) - 10} more" if len(stale) > 10 else "")
+            log.warning("%d enrolled people have no %s embedding and will not be recognised until enrolled again "
+                        "(edge enroll NAME PHOTO...; see edge identities list): %s",
+                        len(stale), self.cfg.identity.model, names)
 
     def install_signal_handlers(self) -> None:
         def handler(signum, frame):
@@ -67,20 +79,23 @@ class Daemon:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
+    def _sinks(self) -> list[Sink]:
+        """Where events go, in order: the outbox first (an event exists on disk before anyone may lose it,
+        and the publisher delivers it from there), then everything that only reacts to it."""
+        sinks: list[Sink] = [OutboxSink(self.store, self.publisher.events_topic if self.publisher else None)]
+        if self.cfg.unknowns.keep:
+            sinks.append(UnknownsSink(self.store, self.cfg.tracking.min_frames, self.cfg.identity.model))
+        sinks += [PayloadSink(handler) for handler in (
+            self.on_event, self.live and self.live.event, self.homeassistant and self.homeassistant.observe) if handler]
+        sinks.append(self.snapshots)
+        return sinks
+
     def _emit(self, events: list[Event]) -> None:
-        for event in events:
-            # Outbox first, publish later: an event exists on disk before anyone may lose it.
-            self.store.record(self.publisher.events_topic if self.publisher else None, event.payload, event.sighting)
-            if self.cfg.unknowns.keep:
-                remember_unknown(self.store, event, self.cfg.tracking.min_frames)
-            self.events_produced += 1
-            if self.on_event:
-                self.on_event(event.payload)
-            if self.live:
-                self.live.event(event.payload)
-            if self.homeassistant:
-                self.homeassistant.observe(event.payload)
-            self.snapshots.observe(event)
+        with self.pipeline.timer.stage("store"):
+            for event in events:
+                for sink in self.sinks:
+                    sink.observe(event)
+                self.events_produced += 1
 
     def run(self) -> int:
         cfg = self.cfg
@@ -88,7 +103,7 @@ class Daemon:
         grabber = LatestFrameGrabber(source, every_frame=cfg.capture.pace == "every_frame", loop=cfg.capture.loop,
                                      reopen_initial_s=cfg.capture.reopen_initial_s,
                                      reopen_max_s=cfg.capture.reopen_max_s,
-                                     realtime=cfg.capture.pace == "realtime")
+                                     realtime=cfg.capture.pace == "realtime", timer=self.pipeline.timer)
         if self.live:   # first: a status page that cannot listen stops start-up before anything else runs
             self.live.start(grabber, self.publisher)
         grabber.start()
@@ -134,16 +149,17 @@ class Daemon:
                 self.notifier.ready("processing frames" if frame is not None else "waiting for camera")
                 ready = True
             if self.publisher:
-                self.publisher.pump()
+                with self.pipeline.timer.stage("publish"):
+                    self.publisher.pump()
             if now - last_status > STATUS_EVERY_S:
                 last_status = now
                 fps = len(fps_window) / 5.0
                 depth = self.store.outbox_depth() if self.publisher else 0
-                self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker.tracks)} faces, outbox {depth}")
+                self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker)} faces, outbox {depth}")
                 if self.fleet:
                     self.fleet.share_local_changes()     # people enrolled or forgotten by another process
                 if self.homeassistant:
-                    self.homeassistant.tick(fps, len(self.pipeline.tracker.tracks), depth)
+                    self.homeassistant.tick(fps, len(self.pipeline.tracker), depth)
             if now - last_purge > PURGE_EVERY_S:
                 last_purge = now
                 purged = self.store.purge_sightings(cfg.store.retention_days)
@@ -179,6 +195,8 @@ class Daemon:
             if self.homeassistant and not (failed or error):
                 self.homeassistant.close()
             self.publisher.stop()
+        for sink in self.sinks:
+            sink.close()
         self.notifier.close()
         if error is not None:
             raise error

@@ -146,7 +146,7 @@ class Fleet:
     def share_local_changes(self) -> list[int]:
         """Stamp every person whose embeddings differ from their last fleet version (enrolled, re-enrolled,
         forgotten here) with a new version and queue the retained message; returns the outbox row ids."""
-        people = self.store.person_embeddings()
+        people = self.store.person_embeddings(self.app_cfg.identity.model)
         states = self._states()
         queued = []
         now_ms = int(time.time() * 1000)
@@ -191,14 +191,15 @@ class Fleet:
             erase_thumbnails(self.app_cfg, incoming.name)
             self.store.save_fleet_state(asdict(incoming))
         else:
-            self.store.apply_fleet_enrollment(asdict(incoming), vectors, f"fleet:{incoming.box}")
+            self.store.apply_fleet_enrollment(asdict(incoming), vectors, f"fleet:{incoming.box}",
+                                              model=self.app_cfg.identity.model)
         self.applied += 1
         log.info("fleet: applied %s of %s from %s (version %d)", "forget" if incoming.deleted else "enrollment",
                  incoming.name, incoming.box, incoming.version)
         return True
 
     def _republish(self, local: PersonVersion) -> None:
-        vectors = None if local.deleted else self.store.person_embeddings().get(local.name)
+        vectors = None if local.deleted else self.store.person_embeddings(self.app_cfg.identity.model).get(local.name)
         if self.publisher is None or (not local.deleted and digest(vectors) != local.digest):
             return                   # an unshared local change: share_local_changes() sends it
         self.publisher.publish_now(self.topic(local.name), encode(local, vectors), retain=True, qos=1)

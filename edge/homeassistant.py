@@ -33,6 +33,7 @@ class HomeAssistant:
         self.publisher = publisher
         self.store = store
         self.node_id = cfg.homeassistant.node_id or cfg.device
+        self.embedding_model = cfg.identity.model
         self.discovery_prefix = cfg.homeassistant.discovery_prefix
         prefix = cfg.mqtt.prefix
         self.state_root = f"{prefix}/state"
@@ -115,7 +116,7 @@ class HomeAssistant:
         self._presence_states()
 
     def _enrolled(self) -> list[str]:
-        return sorted({str(n) for n in self.store.gallery().names})
+        return sorted({str(n) for n in self.store.gallery(self.embedding_model).names})
 
     def _on_home_assistant_status(self, topic: str, payload: bytes, retained: bool) -> None:
         if payload == b"online":

@@ -1,4 +1,9 @@
-"""Gallery matching: nearest enrolled person by L2 distance, open set ("unknown" above threshold)."""
+"""Gallery matching: nearest enrolled person, open set ("unknown" at or above the threshold distance).
+
+Distances follow the embedding model's metric (edge.models.catalog): L2 between raw vectors for dlib's
+ResNet, 1 - cosine similarity for models that give unit vectors. A `Gallery` only ever holds vectors of
+one model (the store filters by model id), so a vector is never compared with another model's.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .store import Gallery
+
+@dataclass(frozen=True)
+class Gallery:
+    """Every enrolled embedding of one model as one matrix, for vectorised matching."""
+    names: np.ndarray     # (N,) object, the identity name of each row
+    vectors: np.ndarray   # (N, D) float32
+
+    @staticmethod
+    def empty(dimensions: int = 128) -> "Gallery":
+        return Gallery(np.array([], dtype=object), np.zeros((0, dimensions), np.float32))
 
 
 @dataclass(frozen=True)
@@ -17,24 +31,45 @@ class Match:
 
     @property
     def similarity(self) -> float:
-        """1 - L2 distance, clamped to [0, 1]; dlib's 0.6 threshold is similarity 0.4."""
+        """1 - distance clamped to [0, 1]: the cosine similarity for unit-vector models; for dlib's L2
+        distance its 0.6 threshold is similarity 0.4."""
         return float(min(1.0, max(0.0, 1.0 - self.distance)))
 
 
-def match_many(embeddings: np.ndarray, gallery: Gallery, threshold: float) -> list[Match]:
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def distances(embeddings: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
+    """(M, N) distances between M probe rows and N gallery rows."""
+    embeddings = np.asarray(embeddings, np.float32)
+    if metric == "cosine":
+        return 1.0 - _unit(embeddings) @ _unit(vectors).T
+    return np.linalg.norm(embeddings[:, None, :] - vectors[None, :, :], axis=2)
+
+
+def pair_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Distance between row i of `a` and row i of `b`, for each i."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if metric == "cosine":
+        return 1.0 - np.sum(_unit(a) * _unit(b), axis=1)
+    return np.linalg.norm(a - b, axis=1)
+
+
+def match_many(embeddings: np.ndarray, gallery: Gallery, threshold: float, metric: str = "l2") -> list[Match]:
     """Match each row of `embeddings` against every gallery row at once."""
     if len(gallery.vectors) == 0:
         return [Match(None, float("inf"), None) for _ in range(len(embeddings))]
     # (M, N) distance matrix in one go; the gallery of a door camera is small.
-    distances = np.linalg.norm(embeddings[:, None, :] - gallery.vectors[None, :, :], axis=2)
-    best = distances.argmin(axis=1)
+    table = distances(embeddings, gallery.vectors, metric)
+    best = table.argmin(axis=1)
     matches = []
     for row, column in enumerate(best):
-        distance = float(distances[row, column])
+        distance = float(table[row, column])
         nearest = str(gallery.names[column])
         matches.append(Match(nearest if distance < threshold else None, distance, nearest))
     return matches
 
 
-def match_one(embedding: np.ndarray, gallery: Gallery, threshold: float) -> Match:
-    return match_many(np.asarray(embedding, np.float32)[None, :], gallery, threshold)[0]
+def match_one(embedding: np.ndarray, gallery: Gallery, threshold: float, metric: str = "l2") -> Match:
+    return match_many(np.asarray(embedding, np.float32)[None, :], gallery, threshold, metric)[0]

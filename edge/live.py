@@ -124,7 +124,7 @@ class LiveOutputs:
         self.metrics.frames.inc()
         self.metrics.faces.inc(pipeline.faces_seen - self._faces_seen)
         self._faces_seen = pipeline.faces_seen
-        faces = faces_from_tracks(pipeline.tracker.tracks, frame.timestamp)
+        faces = faces_from_tracks(pipeline.tracker.views())
         self.metrics.faces_in_view.set(len(faces))
         self.view.put(frame.image, faces, self.status_line(len(faces)))
 

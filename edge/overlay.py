@@ -41,17 +41,17 @@ class OverlayFace:
         return ", ".join(parts)
 
 
-def faces_from_tracks(tracks, timestamp: float) -> tuple[OverlayFace, ...]:
-    """Confirmed tracks in view at `timestamp` (seen or held this frame) as overlay records; tracks
+def faces_from_tracks(tracks) -> tuple[OverlayFace, ...]:
+    """Confirmed tracks in view (seen or held this frame; TrackViews) as overlay records; tracks
     merely waiting out tracking.max_missed_s are not drawn, so a box never lingers after a face left."""
     faces = []
-    for track in tracks.values():
-        if not track.confirmed or track.last_seen < timestamp:
+    for track in tracks:
+        if not track.confirmed or not track.in_view:
             continue
         kind = "pending" if not track.decided else "known" if track.identity else "unknown"
-        female = track.mean_female_probability
+        female = track.female_probability
         faces.append(OverlayFace(tuple(int(v) for v in track.face.box), kind, track.identity,
-                                 gender_label(female)[0] if female is not None else None, track.mean_age))
+                                 gender_label(female)[0] if female is not None else None, track.age))
     return tuple(faces)
 
 

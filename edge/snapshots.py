@@ -41,12 +41,27 @@ def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], cfg: Snapsh
     return np.ascontiguousarray(crop)    # a copy: the frame buffer is reused by capture
 
 
-def offer(track, face, image_bgr: np.ndarray, cfg: SnapshotsConfig) -> None:
-    """Keep this frame's crop on the track if it is its best so far (largest, most confident face)."""
-    quality = face.box[2] * face.box[3] * face.score
-    if quality > track.snapshot_quality:
-        track.snapshot_quality = quality
-        track.snapshot = crop_face(image_bgr, face.box, cfg)
+class BestCrops:
+    """Per open track, the crop of its best frame so far (largest, most confident face), for the events
+    that carry a snapshot. Owned by the pipeline; tracks never hold pictures."""
+
+    def __init__(self, cfg: SnapshotsConfig):
+        self.cfg = cfg
+        self._best: dict[int, tuple[float, np.ndarray]] = {}
+
+    def offer(self, faces, image_bgr: np.ndarray) -> None:
+        """This frame's tracked faces: keep a crop where it beats the track's best."""
+        for face in faces:
+            quality = face.box[2] * face.box[3] * face.score
+            if quality > self._best.get(face.track_id, (0.0, None))[0]:
+                self._best[face.track_id] = (quality, crop_face(image_bgr, face.box, self.cfg))
+
+    def get(self, track_id: int) -> np.ndarray | None:
+        best = self._best.get(track_id)
+        return None if best is None else best[1]
+
+    def drop(self, track_id: int) -> None:
+        self._best.pop(track_id, None)
 
 
 def person_slug(name: str) -> str:
@@ -93,6 +108,9 @@ class Snapshots:
             self._sent[track] = crop
         if payload["type"] == "face_left":
             self._sent.pop(track, None)
+
+    def close(self) -> None:
+        self._sent.clear()
 
     def _send(self, track: str, name: str, jpeg: bytes) -> None:
         if self.publisher is not None and self.publisher.publish_now(f"{self.topic_root}/{name}", jpeg,

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
+from .identify import Gallery
+from .models.catalog import LEGACY_MODEL
+
 
 class StoreError(RuntimeError):
     """The database cannot be opened or written (read-only, disk full, corrupt)."""
@@ -55,20 +58,18 @@ def _fleet_versions(db: sqlite_utils.Database) -> None:
     db["outbox"].add_column("retain", int, not_null_default=0)
 
 
+def _embedding_models(db: sqlite_utils.Database) -> None:
+    """Which embedding model made each stored vector: vectors of different models are not comparable,
+    so matching uses only the model in force (README, "Changing the embedding model"). Every vector
+    stored before this migration came from the dlib ResNet, the only model there was."""
+    db["embeddings"].add_column("model", str, not_null_default=LEGACY_MODEL)
+    db["unknowns"].add_column("model", str, not_null_default=LEGACY_MODEL)
+    db["embeddings"].create_index(["model"])
+
+
 # Append-only: migration N brings a database from version N-1 to N.
-MIGRATIONS = [_v1, _unknowns_table, _fleet_versions]
+MIGRATIONS = [_v1, _unknowns_table, _fleet_versions, _embedding_models]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-@dataclass(frozen=True)
-class Gallery:
-    """Every enrolled embedding as one matrix, for vectorised matching."""
-    names: np.ndarray     # (N,) object, the identity name of each row
-    vectors: np.ndarray   # (N, D) float32
-
-    @staticmethod
-    def empty(dimensions: int = 128) -> "Gallery":
-        return Gallery(np.array([], dtype=object), np.zeros((0, dimensions), np.float32))
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class Store:
             side = Path(f"{self.path}{suffix}")
             if side.exists():
                 os.chmod(side, 0o600)
-        self._gallery: Gallery | None = None
+        self._galleries: dict[str, Gallery] = {}      # per embedding model
         self._gallery_data_version: int | None = None
 
     def _migrate(self) -> None:
@@ -142,26 +143,45 @@ class Store:
             raise StoreError(f"cannot write database {self.path}: {exc}") from None
 
     # --- identities -----------------------------------------------------------------
-    def enroll(self, name: str, vectors: np.ndarray, sources: list[str]) -> int:
-        """Add embeddings for `name` (creating the identity) in one transaction."""
+    def _identity_for(self, name: str) -> int:
+        """The id of `name`, creating the identity; call inside a write transaction."""
+        row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
+        return row[0] if row else self.db["identities"].insert({"name": name, "created_at": time.time()}).last_pk
+
+    def enroll(self, name: str, vectors: np.ndarray, sources: list[str], *, model: str) -> int:
+        """Add embeddings made by embedding model `model` for `name` (creating the identity), in one transaction."""
         def write():
-            row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
-            identity_id = row[0] if row else self.db["identities"].insert(
-                {"name": name, "created_at": time.time()}).last_pk
+            identity_id = self._identity_for(name)
             self.db["embeddings"].insert_all(
                 {"identity_id": identity_id, "vector": np.asarray(v, np.float32).tobytes(), "source": s,
-                 "created_at": time.time()} for v, s in zip(vectors, sources))
+                 "created_at": time.time(), "model": model} for v, s in zip(vectors, sources))
             return identity_id
         identity_id = self._write(write)
-        self._gallery = None
+        self._galleries.clear()
         return identity_id
 
-    def identities(self) -> list[dict]:
-        return list(self.db.query(
+    def identities(self, model: str | None = None) -> list[dict]:
+        """Every enrolled person; with `model`, "embeddings" counts only that model's vectors and
+        "other_models" names the models of the rest (a person with none of `model` must be re-enrolled)."""
+        rows = list(self.db.query(
             "SELECT i.name, i.created_at, COUNT(DISTINCT e.id) AS embeddings, "
+            "GROUP_CONCAT(DISTINCT e.model) AS models, "
             "(SELECT COUNT(*) FROM sightings s WHERE s.identity_id = i.id) AS sightings, "
             "(SELECT MAX(last_seen) FROM sightings s WHERE s.identity_id = i.id) AS last_seen "
             "FROM identities i LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name"))
+        counts = {(r[0], r[1]): r[2] for r in self.db.execute(
+            "SELECT i.name, e.model, COUNT(*) FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+            "GROUP BY i.name, e.model")}
+        for row in rows:
+            row["models"] = sorted((row["models"] or "").split(",")) if row["models"] else []
+            if model is not None:
+                row["embeddings"] = counts.get((row["name"], model), 0)
+                row["other_models"] = [m for m in row["models"] if m != model]
+        return rows
+
+    def needing_reenrolment(self, model: str) -> dict[str, list[str]]:
+        """name -> models of their embeddings, for every person with no embedding of `model`."""
+        return {r["name"]: r["other_models"] for r in self.identities(model) if r["embeddings"] == 0}
 
     def identity_id(self, name: str) -> int | None:
         row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
@@ -179,7 +199,7 @@ class Store:
             self.db.execute("DELETE FROM identities WHERE id = ?", [identity_id])
         self._write(write)
         self._erase_free_pages()
-        self._gallery = None
+        self._galleries.clear()
         return True
 
     def _erase_free_pages(self) -> None:
@@ -188,20 +208,21 @@ class Store:
         self.db.execute("VACUUM")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def gallery(self) -> Gallery:
+    def gallery(self, model: str) -> Gallery:
+        """Every embedding made by `model`: vectors of another model are never compared with it."""
         # data_version changes when another connection commits (e.g. `edge enroll` beside the daemon).
         data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if data_version != self._gallery_data_version:
-            self._gallery, self._gallery_data_version = None, data_version
-        if self._gallery is None:
+            self._galleries.clear()
+            self._gallery_data_version = data_version
+        if model not in self._galleries:
             rows = self.db.execute(
-                "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id").fetchall()
-            if rows:
-                self._gallery = Gallery(np.array([r[0] for r in rows], dtype=object),
-                                        np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
-            else:
-                self._gallery = Gallery.empty()
-        return self._gallery
+                "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+                "WHERE e.model = ?", [model]).fetchall()
+            self._galleries[model] = Gallery(np.array([r[0] for r in rows], dtype=object),
+                                             np.stack([np.frombuffer(r[1], np.float32) for r in rows])) \
+                if rows else Gallery.empty()
+        return self._galleries[model]
 
     # --- sightings and the outbox ------------------------------------------------------
     def record(self, topic: str | None, event: dict, sighting: dict | None) -> None:
@@ -239,20 +260,22 @@ class Store:
             "DELETE FROM sightings WHERE last_seen < ?", [cutoff]).rowcount)
 
     # --- unknown faces (clustered by edge/unknowns.py) -----------------------------------
-    def keep_unknown(self, sighting: dict, vector: np.ndarray, frames_averaged: int) -> None:
-        """Insert or update an unknown track's averaged embedding (one row per track)."""
+    def keep_unknown(self, sighting: dict, vector: np.ndarray, frames_averaged: int, *, model: str) -> None:
+        """Insert or update an unknown track's averaged embedding (one row per track), made by `model`."""
         row = {key: sighting.get(key) for key in ("track", "camera", "first_seen", "last_seen", "age", "gender",
                                                   "gender_confidence", "frames")}
-        row.update(vector=np.asarray(vector, np.float32).tobytes(), frames_averaged=frames_averaged)
+        row.update(vector=np.asarray(vector, np.float32).tobytes(), frames_averaged=frames_averaged, model=model)
         self._write(lambda: self.db["unknowns"].upsert(row, pk="track", alter=False))
 
     def drop_unknown(self, track: str) -> None:
         """A track first kept as unknown was recognised after all."""
         self._write(lambda: self.db.execute("DELETE FROM unknowns WHERE track = ?", [track]))
 
-    def unknown_faces(self) -> list[dict]:
-        """Every kept unknown track, oldest first; "vector" is a float32 array."""
-        rows = list(self.db.query("SELECT * FROM unknowns ORDER BY first_seen, id"))
+    def unknown_faces(self, model: str | None = None) -> list[dict]:
+        """Every kept unknown track (of embedding model `model` when given), oldest first; "vector" is a
+        float32 array."""
+        where, params = ("WHERE model = ? ", [model]) if model else ("", [])
+        rows = list(self.db.query(f"SELECT * FROM unknowns {where}ORDER BY first_seen, id", params))
         for row in rows:
             row["vector"] = np.frombuffer(row["vector"], np.float32)
         return rows
@@ -263,19 +286,17 @@ class Store:
         marks = ",".join("?" * len(ids))
 
         def write():
-            rows = self.db.execute(f"SELECT track, vector FROM unknowns WHERE id IN ({marks})", ids).fetchall()
-            found = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
-            identity_id = found[0] if found else self.db["identities"].insert(
-                {"name": name, "created_at": time.time()}).last_pk
+            rows = self.db.execute(f"SELECT track, vector, model FROM unknowns WHERE id IN ({marks})", ids).fetchall()
+            identity_id = self._identity_for(name)
             self.db["embeddings"].insert_all(
                 {"identity_id": identity_id, "vector": vector, "source": f"unknown track {track}",
-                 "created_at": time.time()} for track, vector in rows)
+                 "created_at": time.time(), "model": model} for track, vector, model in rows)
             self.db.execute(f"UPDATE sightings SET identity_id = ? WHERE track IN "
                             f"({','.join('?' * len(rows))})", [identity_id] + [r[0] for r in rows])
             self.db.execute(f"DELETE FROM unknowns WHERE id IN ({marks})", ids)
             return len(rows)
         count = self._write(write)
-        self._gallery = None
+        self._galleries.clear()
         return count
 
     def forget_unknowns(self, ids: list[int] | None = None) -> int:
@@ -301,11 +322,11 @@ class Store:
         """name -> {version, box, deleted, digest} for every person the fleet has heard of."""
         return {r["name"]: r for r in self.db.query("SELECT * FROM fleet_versions")}
 
-    def person_embeddings(self) -> dict[str, np.ndarray]:
-        """name -> (K, D) float32 embeddings of every enrolled person, in enrollment order."""
+    def person_embeddings(self, model: str) -> dict[str, np.ndarray]:
+        """name -> (K, D) float32 embeddings made by `model` of every enrolled person, in enrollment order."""
         people: dict[str, list[np.ndarray]] = {}
         for name, vector in self.db.execute("SELECT i.name, e.vector FROM embeddings e JOIN identities i "
-                                            "ON i.id = e.identity_id ORDER BY e.id"):
+                                            "ON i.id = e.identity_id WHERE e.model = ? ORDER BY e.id", [model]):
             people.setdefault(name, []).append(np.frombuffer(vector, np.float32))
         return {name: np.stack(vectors) for name, vectors in people.items()}
 
@@ -323,19 +344,17 @@ class Store:
                                              "created_at": time.time(), "retain": 1}).last_pk
         return self._write(write)
 
-    def apply_fleet_enrollment(self, state: dict, vectors: np.ndarray, source: str) -> None:
-        """Another box's version of a person wins: their embeddings become exactly `vectors`."""
+    def apply_fleet_enrollment(self, state: dict, vectors: np.ndarray, source: str, *, model: str) -> None:
+        """Another box's version of a person wins: their `model` embeddings become exactly `vectors`."""
         def write():
-            row = self.db.execute("SELECT id FROM identities WHERE name = ?", [state["name"]]).fetchone()
-            identity_id = row[0] if row else self.db["identities"].insert(
-                {"name": state["name"], "created_at": time.time()}).last_pk
-            self.db.execute("DELETE FROM embeddings WHERE identity_id = ?", [identity_id])
+            identity_id = self._identity_for(state["name"])
+            self.db.execute("DELETE FROM embeddings WHERE identity_id = ? AND model = ?", [identity_id, model])
             self.db["embeddings"].insert_all(
                 {"identity_id": identity_id, "vector": np.asarray(v, np.float32).tobytes(), "source": source,
-                 "created_at": time.time()} for v in vectors)
+                 "created_at": time.time(), "model": model} for v in vectors)
             self.db["fleet_versions"].upsert(state, pk="name", alter=False)
         self._write(write)
-        self._gallery = None
+        self._galleries.clear()
 
     def close(self) -> None:
         self.db.conn.close()

@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from .config import AppConfig
 from .store import Store
 
 
-def remember(store: Store, event, min_frames: int) -> None:
+def remember(store: Store, event, min_frames: int, model: str) -> None:
     """Keep the averaged embedding of a track decided unknown (updated when it leaves); drop it if the
     track is recognised later. `event` is a pipeline Event."""
     payload = event.payload
@@ -28,18 +29,20 @@ def remember(store: Store, event, min_frames: int) -> None:
     unknown = payload["type"] == "face_identified" or (
         payload["type"] == "face_left" and payload["frames_averaged"] >= min_frames)
     if unknown and event.embedding is not None:
-        store.keep_unknown(event.sighting, event.embedding, payload["frames_averaged"])
+        store.keep_unknown(event.sighting, event.embedding, payload["frames_averaged"], model=model)
 
 
-def cluster_labels(vectors: np.ndarray, threshold: float, linkage: str = "average") -> np.ndarray:
-    """One label (0..K-1) per row: rows end in one cluster when their `linkage` L2 distance is <= threshold."""
+def cluster_labels(vectors: np.ndarray, threshold: float, linkage: str = "average", metric: str = "l2") -> np.ndarray:
+    """One label (0..K-1) per row: rows end in one cluster when their `linkage` distance (the embedding
+    model's metric: L2 or 1 - cosine) is <= threshold."""
     if len(vectors) == 0:
         return np.zeros(0, int)
     if len(vectors) == 1:
         return np.zeros(1, int)
     # scipy is imported here only: the daemon never clusters.
     from scipy.cluster.hierarchy import fcluster, linkage as build_tree
-    tree = build_tree(np.asarray(vectors, np.float64), method=linkage, metric="euclidean")
+    tree = build_tree(np.asarray(vectors, np.float64), method=linkage,
+                      metric="cosine" if metric == "cosine" else "euclidean")
     return fcluster(tree, t=threshold, criterion="distance") - 1
 
 
@@ -64,12 +67,13 @@ class Cluster:
                 "spread": round(self.spread, 3), "tracks": self.tracks}
 
 
-def clusters(store: Store, threshold: float, linkage: str = "average") -> list[Cluster]:
-    rows = store.unknown_faces()
+def clusters(store: Store, cfg: AppConfig) -> list[Cluster]:
+    """Unknown faces of the embedding model in force, grouped at its cluster threshold and metric."""
+    rows = store.unknown_faces(cfg.identity.model)
     if not rows:
         return []
     vectors = np.stack([r["vector"] for r in rows])
-    labels = cluster_labels(vectors, threshold, linkage)
+    labels = cluster_labels(vectors, cfg.unknowns.cluster_threshold, cfg.unknowns.linkage, cfg.identity.metric)
     groups = []
     for label in np.unique(labels):
         members = [r for r, keep in zip(rows, labels == label) if keep]
@@ -87,8 +91,8 @@ def clusters(store: Store, threshold: float, linkage: str = "average") -> list[C
     return [Cluster(number=i, **g) for i, g in enumerate(groups, 1)]
 
 
-def find(store: Store, number: int, threshold: float, linkage: str = "average") -> Cluster | None:
-    return next((c for c in clusters(store, threshold, linkage) if c.number == number), None)
+def find(store: Store, cfg: AppConfig, number: int) -> Cluster | None:
+    return next((c for c in clusters(store, cfg) if c.number == number), None)
 
 
 def purity(labels: np.ndarray, truth: list[str]) -> float:

@@ -7,10 +7,13 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 
 from conftest import DEMO_VIDEO
 from edge.capture import LatestFrameGrabber, open_source
 from edge.face import Face
+from edge.config import IdentityConfig, TrackingConfig
+from edge.identify import Gallery
 from edge.track import Tracker, iou
 
 
@@ -71,7 +74,7 @@ def test_iou():
 
 
 def test_tracker_keeps_ids_across_motion_and_ends_unseen_tracks():
-    tracker = Tracker(iou_threshold=0.3, min_hits=2, max_missed_s=0.5, window=4)
+    tracker = Tracker(TrackingConfig(iou_threshold=0.3, min_hits=2, max_missed_s=0.5, window=4, min_frames=4), IdentityConfig())
     ids = []
     for step in range(5):   # two faces walking right, 10 px per frame
         faces, ended = tracker.update([_face(10 + 10 * step, 50), _face(300 + 10 * step, 60)], step * 0.1)
@@ -85,15 +88,52 @@ def test_tracker_keeps_ids_across_motion_and_ends_unseen_tracks():
 
 
 def test_track_averages_over_its_window_so_one_bad_frame_does_not_flip_gender():
-    tracker = Tracker(window=5)
-    track = None
+    tracker = Tracker(TrackingConfig(window=5, min_frames=5), IdentityConfig())
+    view = None
+    embedding = np.full(128, 0.1, np.float32)
     for step, female in enumerate([0.9, 0.95, 0.1, 0.9, 0.92, 0.88]):   # one blurry frame says male
         faces, _ = tracker.update([_face(10, 10, female=female, age=30 + step)], step * 0.1)
-        track = tracker.tracks[faces[0].track_id]
-        track.add_observation(faces[0], None)
-    assert len(track.female_probabilities) == 5
-    assert track.mean_female_probability > 0.5
-    assert track.mean_age == np.mean([31, 32, 33, 34, 35])
+        measured = [faces[0].with_(embedding=embedding)]
+        tracker.observe(measured, faces, Gallery.empty())
+        view = tracker.view(faces[0].track_id)
+    assert view.frames_averaged == 5
+    assert view.female_probability > 0.5
+    assert view.age == np.mean([31, 32, 33, 34, 35])
+
+
+def test_a_looped_file_or_a_clock_stepped_back_never_gives_a_negative_dwell():
+    tracker = Tracker(TrackingConfig(min_hits=1), IdentityConfig())
+    for timestamp in (100.0, 100.1, 0.0, 0.1, 0.2):          # the file restarts at 0 under a track in view
+        faces, ended = tracker.update([_face(10, 10)], timestamp)
+        assert not ended
+    view = tracker.view(faces[0].track_id)
+    assert view.dwell_s == pytest.approx(0.3) and view.first_frame_ts == 100.0
+
+
+def test_the_tracker_confirms_a_track_after_min_hits_and_then_names_it():
+    tracker = Tracker(TrackingConfig(min_hits=3, min_frames=2, window=4), IdentityConfig())
+    ann = np.full(128, 0.1, np.float32)
+    gallery = Gallery(np.array(["ann"], dtype=object), ann[None])
+    kinds = []
+    for step in range(4):
+        faces, _ = tracker.update([_face(10, 10)], step * 0.1)
+        changes = tracker.observe([faces[0].with_(embedding=ann + 0.01)], faces, gallery)
+        kinds.append([(kind, view.identity) for kind, view in changes])
+    assert kinds == [[], [], [("face_appeared", None), ("face_identified", "ann")], []]
+    view = tracker.views()[0]
+    assert view.confirmed and view.decided and view.identity == "ann" and view.in_view
+
+
+def test_a_person_forgotten_while_in_view_is_not_named_when_the_track_ends():
+    tracker = Tracker(TrackingConfig(min_hits=1, min_frames=1, window=4), IdentityConfig())
+    ann = np.full(128, 0.1, np.float32)
+    faces, _ = tracker.update([_face(10, 10)], 0.0)
+    tracker.observe([faces[0].with_(embedding=ann)], faces, Gallery(np.array(["ann"], dtype=object), ann[None]))
+    assert tracker.views()[0].identity == "ann"
+    faces, _ = tracker.update([_face(10, 10)], 0.1)
+    tracker.observe([], faces, Gallery.empty())                # `edge identities forget ann` meanwhile
+    [ended] = tracker.close_all()
+    assert ended.identity is None and not ended.decided
 
 
 def test_haar_nested_duplicate_of_one_face_is_dropped():

@@ -15,7 +15,7 @@ from edge.images import load_image
 from edge.models.loader import load_models
 from edge.motion import MotionGate
 from edge.pipeline import Pipeline, analyze_faces
-from edge.store import Gallery
+from edge.identify import Gallery
 
 TIMELINE = json.loads((ROOT / "edge" / "demo" / "timeline.json").read_text())
 

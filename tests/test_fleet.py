@@ -138,7 +138,7 @@ def test_conflicting_updates_resolve_the_same_way_in_any_order(tmp_path):
         fleet = Fleet(_cfg(box), store)
         for i in order:
             fleet.receive(*messages[i])
-        outcomes.append((store.fleet_states()["carol"]["box"], store.person_embeddings()["carol"].tobytes()))
+        outcomes.append((store.fleet_states()["carol"]["box"], store.person_embeddings("dlib_resnet_v1")["carol"].tobytes()))
     # Same version: the higher box id wins, whatever the order of arrival; the older forget never wins.
     assert outcomes == [("box-y", second.tobytes())] * 3
 
@@ -146,7 +146,7 @@ def test_conflicting_updates_resolve_the_same_way_in_any_order(tmp_path):
 def test_local_changes_are_found_queued_retained_and_dropped_with_the_person(tmp_path):
     store = Store(tmp_path / "edge.db")
     fleet = Fleet(_cfg("box-a"), store)
-    store.enroll("dave", np.ones((2, 128), np.float32), ["a.jpg", "b.jpg"])   # any writer, no hook needed
+    store.enroll("dave", np.ones((2, 128), np.float32), ["a.jpg", "b.jpg"], model="dlib_resnet_v1")   # any writer, no hook needed
     assert len(fleet.share_local_changes()) == 1
     assert fleet.share_local_changes() == []              # nothing new
     [queued] = store.pending()
@@ -193,7 +193,7 @@ def test_bad_messages_are_ignored_and_logged_once_and_stale_ones_are_overwritten
     sender.client.publish(f"{FLEET}/erin", json.dumps(good), qos=1, retain=True).wait_for_publish(5)
     assert pump_until(publisher, lambda: fleet.applied == 1)
     pump_until(publisher, lambda: False, timeout=0.5)
-    assert set(store.person_embeddings()) == {"erin"}
+    assert set(store.person_embeddings("dlib_resnet_v1")) == {"erin"}
     warnings = [r.getMessage() for r in caplog.records if "fleet: ignored" in r.getMessage()]
     assert len(warnings) == len(bad), warnings
     assert all(len(w) < 300 for w in warnings)
@@ -211,7 +211,7 @@ def test_bad_messages_are_ignored_and_logged_once_and_stale_ones_are_overwritten
         held = newcomer.payloads(f"{FLEET}/erin")
         return json.loads(held[-1])["version"] if held else None
     assert pump_until(publisher, lambda: retained_version() == 5000)
-    assert set(store.person_embeddings()) == {"erin"} and store.fleet_states()["erin"]["version"] == 5000
+    assert set(store.person_embeddings("dlib_resnet_v1")) == {"erin"} and store.fleet_states()["erin"]["version"] == 5000
     publisher.stop()
 
 

@@ -86,7 +86,7 @@ def test_forgotten_person_loses_their_entity_even_when_forgotten_offline(broker,
     store, publisher, ha = _box(tmp_path, broker.port)
     rng = np.random.default_rng(1)
     for name in ("alice", "Bob Smith"):
-        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"])
+        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"], model="dlib_resnet_v1")
     publisher.start()
     bob = f"homeassistant/binary_sensor/hall/{presence_object_id('Bob Smith')}/config"
     alice = f"homeassistant/binary_sensor/hall/{presence_object_id('alice')}/config"

@@ -36,7 +36,7 @@ def test_best_crop_of_each_track_is_published_and_kept_only_when_switched_on(bro
     assert collins, [t for t, _, _ in subscriber.messages]
     cfg = validate({"store": {"path": str(db)}})
     models = load_models(cfg)
-    gallery = Store(db).gallery()
+    gallery = Store(db).gallery("dlib_resnet_v1")
     for jpeg in collins:
         assert jpeg[:2] == b"\xff\xd8"
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)

@@ -84,7 +84,8 @@ def test_demo_unknowns_are_clustered_named_and_then_recognised(tmp_path):
 
 def keep(store: Store, track: str, vector, last_seen: float) -> None:
     store.keep_unknown({"track": track, "camera": "camera", "first_seen": last_seen - 5, "last_seen": last_seen,
-                        "age": 40.0, "gender": "male", "gender_confidence": 0.9, "frames": 30}, vector, 10)
+                        "age": 40.0, "gender": "male", "gender_confidence": 0.9, "frames": 30}, vector, 10,
+                       model="dlib_resnet_v1")
 
 
 def test_daemon_purges_old_unknowns_and_keeps_none_when_switched_off(tmp_path):
@@ -119,12 +120,12 @@ def test_unknown_track_recognised_later_is_dropped(tmp_path):
                 "gender": "female", "gender_confidence": 0.9, "frames": 12}
     base = {"track_id": "t1", "frames_averaged": 8}
     vector = np.full(128, 0.1, np.float32)
-    remember(store, Event({**base, "type": "face_appeared", "identity": None}, sighting, vector), 5)
+    remember(store, Event({**base, "type": "face_appeared", "identity": None}, sighting, vector), 5, "dlib_resnet_v1")
     assert store.unknown_faces() == []                      # not decided yet
-    remember(store, Event({**base, "type": "face_identified", "identity": None}, sighting, vector), 5)
+    remember(store, Event({**base, "type": "face_identified", "identity": None}, sighting, vector), 5, "dlib_resnet_v1")
     assert [r["track"] for r in store.unknown_faces()] == ["t1"]
     np.testing.assert_array_equal(store.unknown_faces()[0]["vector"], vector)
-    remember(store, Event({**base, "type": "face_identified", "identity": {"name": "ann"}}, sighting, vector), 5)
+    remember(store, Event({**base, "type": "face_identified", "identity": {"name": "ann"}}, sighting, vector), 5, "dlib_resnet_v1")
     assert store.unknown_faces() == []
 
 
@@ -146,13 +147,13 @@ def test_clusters_are_numbered_oldest_first(tmp_path):
     keep(store, "late", np.full(128, 0.2), 2000.0)
     keep(store, "early", np.full(128, -0.2), 1000.0)
     keep(store, "late2", np.full(128, 0.21), 3000.0)
-    groups = clusters(store, 0.6)
+    groups = clusters(store, load_config(overrides=["unknowns.cluster_threshold=0.6"]))
     assert [(g.number, g.tracks) for g in groups] == [(1, ["early"]), (2, ["late", "late2"])]
 
 
 def test_clusters_match_people_on_the_identity_sets(shared_datasets):
     cfg = load_config()
-    threshold, linkage = cfg.unknowns.cluster_threshold or cfg.identity.threshold, cfg.unknowns.linkage
+    threshold, linkage = cfg.unknowns.cluster_threshold, cfg.unknowns.linkage
     models = measure.load_models(cfg)
     vectors, people, missed = measure.embed(models, measure.people_set(shared_datasets), "people")
     result = measure.measure(vectors, people, threshold, linkage)

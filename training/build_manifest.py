@@ -77,6 +77,20 @@ SPECS = {
                    "converted_by": "training/export_mtcnn.py"},
         "licence": "MIT",
     },
+    "yunet": {
+        "task": "face detection with 5 landmarks (YuNet)",
+        "stem": "face_detection_yunet_2023mar",
+        "input": {"shape": [1, 3, "H", "W"], "colour": "BGR", "normalisation": "raw bytes, NCHW float32 "
+                  "(cv2.FaceDetectorYN prepares the input; any size)"},
+        "output": "cls/obj/bbox/kps at strides 8, 16, 32, decoded by cv2.FaceDetectorYN into rows "
+                  "x, y, w, h, 5 landmarks (subject's right eye first), score",
+        "source": {"repository": "opencv/opencv_zoo", "version": "2023mar",
+                   "file": "models/face_detection_yunet/face_detection_yunet_2023mar.onnx",
+                   "origin": "ShiqiYu/libfacedetection.train; unmodified original, sha256 checked against the "
+                             "Git-LFS object of opencv_zoo"},
+        "licence": "MIT (model, opencv_zoo); Apache-2.0 (training code)",
+        "licence_files": ["LICENSE.yunet.opencv_zoo.txt", "LICENSE.yunet.libfacedetection_train.txt"],
+    },
 }
 
 

@@ -660,7 +660,7 @@ def video_averaging(analyzer: Analyzer, video: Path, gallery_folder: Path, frame
     is named, audience members and passers-by are unknown.)"""
     from edge.face import Face
     from edge.identify import match_many
-    from edge.store import Gallery
+    from edge.identify import Gallery
     from edge.track import Tracker
 
     names, vectors = [], []
@@ -672,7 +672,7 @@ def video_averaging(analyzer: Analyzer, video: Path, gallery_folder: Path, frame
     gallery = Gallery(np.array(names, dtype=object), np.stack(vectors).astype(np.float32))
     threshold = analyzer.cfg.identity.threshold
     fps = cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FPS) or 25.0
-    tracker = Tracker(analyzer.cfg.tracking.iou_threshold, window=10 ** 6)
+    tracker = Tracker(analyzer.cfg.tracking.model_copy(update={"window": 10 ** 6}), analyzer.cfg.identity)
     tracks: dict[int, list[np.ndarray]] = {}
     for index, records in enumerate(video_faces(analyzer, video)):
         faces = [Face(r.box, r.score, embedding=r.embedding.astype(np.float32)) for r in records]

@@ -56,11 +56,13 @@ class LatestFrameGrabber:
     """
 
     def __init__(self, source: FrameSource, every_frame: bool = False, loop: bool = False,
-                 reopen_initial_s: float = 0.5, reopen_max_s: float = 30.0, realtime: bool = False):
+                 reopen_initial_s: float = 0.5, reopen_max_s: float = 30.0, realtime: bool = False,
+                 timer=None):
         self.source = source
         self.every_frame = every_frame
         self.loop = loop
         self.realtime = realtime
+        self.timer = timer          # a StageTimer: "capture" ms per frame read (decode included)
         self.reopen_initial_s = reopen_initial_s
         self.reopen_max_s = reopen_max_s
         self._condition = threading.Condition()
@@ -137,7 +139,10 @@ class LatestFrameGrabber:
             started = time.monotonic()
             first_ts: float | None = None
             while not self._stop.is_set():
+                read_started = time.perf_counter()
                 result = self.source.read()
+                if self.timer is not None and result is not None:
+                    self.timer.record("capture", (time.perf_counter() - read_started) * 1000.0)
                 if result is None:
                     break
                 image, timestamp = result

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..backends import ModelLoadError
 from ..face import Face
+from . import detection_scale, register
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
 
@@ -21,8 +22,13 @@ def cascade_path() -> Path:
     return Path(data.haarcascades) / CASCADE_NAME
 
 
+@register
 class HaarDetector:
+    type_key = "haar"
     gives_landmarks = False
+    smallest_face = 24               # the cascade's window: a smaller face at detection scale is never found
+    backend_models = ("mtcnn_onet",)   # for the Landmarker that gives Haar boxes their 5 points
+    file_models = ()
 
     def __init__(self, detect_width: int = 640, min_face: int = 40, scale_factor: float = 1.1,
                  min_neighbors: int = 5, path: Path | None = None):
@@ -35,12 +41,19 @@ class HaarDetector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
 
+    @classmethod
+    def from_config(cls, cfg, backends: dict, files: dict[str, Path], fastpath=None) -> "HaarDetector":
+        # A frame of a stream is smaller work than a still photo: fastpath.video_* (0 = detector.*).
+        width = (fastpath.video_detect_width if fastpath else 0) or cfg.detect_width
+        step = (fastpath.video_scale_factor if fastpath else 0) or cfg.scale_factor
+        return cls(width, cfg.min_face, step, cfg.min_neighbors)
+
     def detect(self, image_rgb: np.ndarray, region: tuple[int, int, int, int] | None = None) -> list[Face]:
         """Faces in full-resolution pixel boxes, left to right. Detection runs on a frame
         scaled to `detect_width`: the cascade's cost grows with pixels, not with faces.
         `region` (x0, y0, x1, y1) limits the search to that part of the frame, at the same scale."""
         height, width = image_rgb.shape[:2]
-        scale = min(1.0, self.detect_width / width)
+        scale = detection_scale(width, self.detect_width, self.min_face, self.smallest_face)
         x0 = y0 = 0
         if region is not None:
             x0, y0, x1, y1 = region

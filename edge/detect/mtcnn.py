@@ -14,11 +14,19 @@ import numpy as np
 from edge.backends import Backend, run_batched
 from edge.face import Face
 
+from . import Region, in_region, register
+
 PER_SCALE_NMS = 0.5  # facenet-pytorch's fixed IoU for duplicates within one pyramid level
 
 
+@register
 class MtcnnDetector:
     """Find faces and 5 landmarks in an RGB frame with the three MTCNN nets (any backend each)."""
+    type_key = "mtcnn"
+    gives_landmarks = True
+    smallest_face = 12          # P-Net's window; its image pyramid starts at 12 / min_face by itself
+    backend_models = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+    file_models = ()
 
     def __init__(self, pnet: Backend, rnet: Backend, onet: Backend, min_face: int = 20,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), scale_factor: float = 0.709,
@@ -27,8 +35,16 @@ class MtcnnDetector:
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
         self.min_face, self.thresholds, self.scale_factor, self.nms = min_face, thresholds, scale_factor, nms
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """Faces in an H x W x 3 uint8 RGB image, sorted left to right, in full-image pixels."""
+    @classmethod
+    def from_config(cls, cfg, backends: dict, files: dict, fastpath=None) -> "MtcnnDetector":
+        return cls(backends["mtcnn_pnet"], backends["mtcnn_rnet"], backends["mtcnn_onet"], min_face=cfg.min_face,
+                   thresholds=cfg.mtcnn_thresholds)
+
+    def detect(self, rgb: np.ndarray, region: Region | None = None) -> list[Face]:
+        """Faces in an H x W x 3 uint8 RGB image (or its `region`), sorted left to right, in full-image pixels."""
+        return sorted(in_region(self._detect, rgb, region), key=lambda f: f.box[0])
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
         boxes = self._stage1(rgb)
         if len(boxes):
             boxes = self._refine(rgb, boxes, self.rnet, 24, self.thresholds[1], self.nms[1])

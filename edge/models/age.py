@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..align import extract_chips
 from ..backends import Backend, run_batched
-from . import dlib_normalize
+from . import DlibChips, dlib_normalize
 
 
-class AgeModel:
+class AgeModel(DlibChips):
     name = "age"
     chip_size = 64
     chip_padding = 0.2
@@ -26,5 +25,3 @@ class AgeModel:
         probabilities = run_batched(self.backend, dlib_normalize(chips_rgb))[0]
         return probabilities @ self.ages
 
-    def predict(self, image_rgb: np.ndarray, landmarks_list) -> np.ndarray:
-        return self.predict_chips(extract_chips(image_rgb, landmarks_list, self.chip_size, self.chip_padding))

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..align import extract_chips
 from ..backends import Backend, run_batched
-from . import dlib_normalize
+from . import DlibChips, dlib_normalize
 
 
-class EmbeddingModel:
+class EmbeddingModel(DlibChips):
     name = "embedding"
+    model_id = "dlib_resnet_v1"     # stored with every vector (edge/models/catalog.py)
+    metric = "l2"
     chip_size = 150
     chip_padding = 0.25
     dimensions = 128
@@ -26,5 +27,3 @@ class EmbeddingModel:
             return np.zeros((0, self.dimensions), np.float32)
         return run_batched(self.backend, dlib_normalize(chips_rgb))[0].astype(np.float32)
 
-    def predict(self, image_rgb: np.ndarray, landmarks_list) -> np.ndarray:
-        return self.predict_chips(extract_chips(image_rgb, landmarks_list, self.chip_size, self.chip_padding))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..align import extract_chips
 from ..backends import Backend, run_batched
-from . import dlib_normalize
+from . import DlibChips, dlib_normalize
 
 
-class GenderModel:
+class GenderModel(DlibChips):
     name = "gender"
     chip_size = 32
     chip_padding = 0.2
@@ -24,8 +23,6 @@ class GenderModel:
             return np.zeros(0, np.float32)
         return run_batched(self.backend, dlib_normalize(chips_rgb))[0][:, 0]
 
-    def predict(self, image_rgb: np.ndarray, landmarks_list) -> np.ndarray:
-        return self.predict_chips(extract_chips(image_rgb, landmarks_list, self.chip_size, self.chip_padding))
 
 
 def gender_label(female_probability: float) -> tuple[str, float]:

@@ -8,10 +8,15 @@ from pathlib import Path
 from ..backends import ModelLoadError, load_backend
 from ..backends.select import Board, Runtimes, choose_backend, model_threads, probe_board, probe_runtimes
 from ..config import AppConfig
+from ..detect import Detector, Landmarker, detector_class
 from .age import AgeModel
 from .embedding import EmbeddingModel
 from .gender import GenderModel
+from .catalog import EMBEDDINGS
 from .manifest import load_manifest, model_files, verify_file
+
+# The class that runs each embedding model of the catalog (same interface: model_id, metric, predict_chips).
+EMBEDDING_CLASSES = {EmbeddingModel.model_id: EmbeddingModel}
 
 FORMAT_OF = {"onnxruntime": "onnx", "opencv": "onnx", "litert": "tflite"}
 
@@ -30,8 +35,9 @@ class LoadedModels:
     age: AgeModel
     gender: GenderModel
     embedding: EmbeddingModel
-    detector: object
-    landmarker: object | None
+    detector: Detector              # for still photos (edge analyze, edge enroll)
+    video_detector: Detector        # for frames of a stream: may use fastpath.video_* settings
+    landmarker: Landmarker | None   # O-Net points for detectors without landmarks
     board: Board
     runtimes: Runtimes
     decisions: list[Decision] = field(default_factory=list)
@@ -44,14 +50,13 @@ def plan(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes | None =
     manifest = load_manifest(cfg.models.dir)
     override = {"age": cfg.models.age_backend, "gender": cfg.models.gender_backend,
                 "embedding": cfg.models.embedding_backend}
-    names = ["age", "gender", "embedding", "mtcnn_onet"]
-    if cfg.detector.type == "mtcnn":
-        names += ["mtcnn_pnet", "mtcnn_rnet"]
+    embedding_name = EMBEDDINGS[cfg.identity.model].manifest_name
+    names = ["age", "gender", embedding_name, *detector_class(cfg.detector.type).backend_models]
     result = []
     for name in names:
         files = model_files(cfg.models.dir, manifest, name)
-        requested = override.get(name) or (cfg.models.detector_backend if name.startswith("mtcnn") else None) \
-            or cfg.models.backend
+        requested = override.get("embedding" if name == embedding_name else name) \
+            or (cfg.models.detector_backend if name.startswith("mtcnn") else None) or cfg.models.backend
         key, why = choose_backend(board, runtimes, set(files), requested)
         fmt = FORMAT_OF[key]
         if fmt not in files:
@@ -61,9 +66,6 @@ def plan(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes | None =
 
 
 def load_models(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes | None = None) -> LoadedModels:
-    from ..detect import Landmarker
-    from ..detect.haar import HaarDetector
-
     board = board or probe_board()
     runtimes = runtimes or probe_runtimes()
     backends, decisions = {}, []
@@ -78,14 +80,20 @@ def load_models(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes |
                                cache_dir=cfg.store.path.parent / "tensorrt")
         backends[name] = backend
         decisions.append(Decision(name, key, backend.device, path, why))
-    if cfg.detector.type == "mtcnn":
-        from ..detect.mtcnn import MtcnnDetector
-        detector = MtcnnDetector(backends["mtcnn_pnet"], backends["mtcnn_rnet"], backends["mtcnn_onet"],
-                                 min_face=cfg.detector.min_face, thresholds=cfg.detector.mtcnn_thresholds)
-        landmarker = None
-    else:
-        detector = HaarDetector(cfg.detector.detect_width, cfg.detector.min_face, cfg.detector.scale_factor,
-                                cfg.detector.min_neighbors)
-        landmarker = Landmarker(backends["mtcnn_onet"], cfg.detector.haar_verify_score)
+    detector_type = detector_class(cfg.detector.type)
+    files = {}
+    manifest = load_manifest(cfg.models.dir)
+    for name in detector_type.file_models:
+        file = model_files(cfg.models.dir, manifest, name)["onnx"]
+        if cfg.models.verify_hashes:
+            verify_file(file)
+        files[name] = file.path
+        decisions.append(Decision(name, "opencv", "cv2.FaceDetectorYN", file.path,
+                                  f"{cfg.detector.type} runs in OpenCV's own detector API"))
+    detector = detector_type.from_config(cfg.detector, backends, files)
+    video_detector = detector_type.from_config(cfg.detector, backends, files, fastpath=cfg.fastpath)
+    landmarker = None if detector_type.gives_landmarks else \
+        Landmarker(backends["mtcnn_onet"], cfg.detector.haar_verify_score)
+    embedding = EMBEDDING_CLASSES[cfg.identity.model](backends[EMBEDDINGS[cfg.identity.model].manifest_name])
     return LoadedModels(AgeModel(backends["age"]), GenderModel(backends["gender"]),
-                        EmbeddingModel(backends["embedding"]), detector, landmarker, board, runtimes, decisions)
+                        embedding, detector, video_detector, landmarker, board, runtimes, decisions)

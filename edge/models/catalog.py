@@ -1,0 +1,31 @@
+"""The embedding models a box can use, with what matching needs to know about each: metric and thresholds.
+
+Config validation reads this table (no runtime import); `edge.models.loader` builds the model class.
+Thresholds are distances: L2 for dlib's vectors, 1 - cosine similarity for unit vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class EmbeddingInfo:
+    model_id: str            # stored with every vector; vectors of different ids are never compared
+    manifest_name: str       # entry in models/manifest.yaml
+    metric: Literal["l2", "cosine"]
+    threshold: float         # same person below this distance (default of identity.threshold)
+    cluster_threshold: float  # unknown tracks grouped below this distance (default of unknowns.cluster_threshold)
+    why: str
+
+
+EMBEDDINGS: dict[str, EmbeddingInfo] = {info.model_id: info for info in (
+    EmbeddingInfo("dlib_resnet_v1", "embedding", "l2", 0.6, 0.5,
+                  "dlib's 2017 ResNet, 128-D: dlib's own threshold 0.6; 0.5 keeps unknown groups pure "
+                  "(README, Unknown faces). Weak in an open set: 60.6% of strangers named with 225 enrolled."),
+)}
+
+DEFAULT_EMBEDDING = "dlib_resnet_v1"
+# The model of every vector stored before vectors recorded their model (database schema 3 and older).
+LEGACY_MODEL = "dlib_resnet_v1"

@@ -1,0 +1,44 @@
+"""The identity decision on its own (edge/decide.py): frames needed, agreement, unknown may become a name."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.config import IdentityConfig
+from edge.decide import Decision, agreement, decide_identity
+from edge.identify import Gallery
+
+ANN = np.full(128, 0.1, np.float32)
+BOB = np.full(128, -0.1, np.float32)
+GALLERY = Gallery(np.array(["ann", "bob"], dtype=object), np.stack([ANN, BOB]))
+IDENTITY = IdentityConfig(min_agreement=0.6)          # dlib model, L2 threshold 0.6
+
+
+def decide(mean, per_frame, frames=5, current=None):
+    return decide_identity(mean, per_frame, frames, current, GALLERY, IDENTITY, min_frames=5)
+
+
+def test_no_decision_before_min_frames():
+    assert decide(ANN, ["ann"] * 4, frames=4) is None
+    assert decide(ANN, ["ann"] * 5).name == "ann"
+
+
+def test_the_average_needs_the_per_frame_matches_to_agree():
+    # 3 of 5 frames say ann (0.6): enough; 2 of 5: the track waits for more frames.
+    assert decide(ANN, ["ann", "ann", "ann", None, "bob"]).name == "ann"
+    assert decide(ANN, ["ann", "ann", None, None, "bob"]) is None
+
+
+def test_a_stranger_is_decided_unknown_and_may_later_get_a_name_but_never_loses_it():
+    stranger = np.full(128, 0.5, np.float32)                     # L2 3.6 from ann: unknown
+    unknown = decide(stranger, [None] * 5)
+    assert unknown is not None and unknown.name is None
+    assert decide(stranger, [None] * 5, current=unknown) is None         # nothing new to say
+    assert decide(ANN, ["ann"] * 5, current=unknown).name == "ann"       # came closer: named
+    named = Decision("ann", 0.9, 0.1)
+    assert decide(stranger, [None] * 5, current=named) is None           # a name is never taken back
+
+
+def test_agreement_share():
+    assert agreement(["a", "a", None, "b"], "a") == 0.5
+    assert agreement([], "a") == 0.0
