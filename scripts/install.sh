@@ -75,10 +75,13 @@ sed -e 's|^  path: null .*|  path: /var/lib/edge/edge.db   # the service'"'"'s d
     "$SRC/config/default.yaml" > "$template"
 grep -q '^  path: /var/lib/edge/edge.db' "$template" || { echo "install.sh: store.path not found in config/default.yaml" >&2; exit 1; }
 install -d -m 0750 "$ETC"
-if [ ! -e "$ETC/edge.yaml" ]; then
-  install -m 0640 "$template" "$ETC/edge.yaml"
+# edge.yaml.dist is the copy this script last wrote: equal to edge.yaml means nobody has edited it yet.
+if [ ! -e "$ETC/edge.yaml" ] || { [ -e "$ETC/edge.yaml.dist" ] && cmp -s "$ETC/edge.yaml" "$ETC/edge.yaml.dist"; }; then
+  install -m 0640 "$template" "$ETC/edge.yaml"      # new, or never edited: follows the shipped defaults
+  configured=0
+else
+  configured=1                                      # a person's config: never overwritten
 fi
-# The pristine copy tells "never edited" apart from "edited" on the next run.
 install -m 0640 "$template" "$ETC/edge.yaml.dist"
 rm -f "$template"
 # The database's folder, for commands run before the service ever started (systemd creates it too).
@@ -91,13 +94,9 @@ fi
 # 4. The unit; started only once the config was edited.
 install -d -m 0755 "$UNITDIR"
 install -m 0644 "$SRC/systemd/edge.service" "$UNITDIR/edge.service"
-if cmp -s "$ETC/edge.yaml" "$ETC/edge.yaml.dist"; then
-  configured=0
-else
-  configured=1
-fi
 if [ -n "$DESTDIR" ] || [ ! -d /run/systemd/system ]; then
-  echo "installed to ${DESTDIR:-/}; systemd is not running here: start it with systemctl enable --now edge"
+  if [ "$configured" = 1 ]; then state="edited"; else state="not edited yet: do not start the service before it is"; fi
+  echo "installed to ${DESTDIR:-/} (/etc/edge/edge.yaml $state); systemd is not running here"
 elif [ "$configured" = 0 ]; then
   systemctl daemon-reload
   echo "installed, not started: edit /etc/edge/edge.yaml first (source: your camera; mqtt.host: your broker),"

@@ -136,8 +136,9 @@ def test_install_script_stages_files(tmp_path):
     from edge.config import load_config
     # The service's database for every command that finds this config (not the caller's home folder).
     assert load_config(config).store.path == Path("/var/lib/edge/edge.db")
-    # Re-running never overwrites a config a person has edited.
+    assert "edge.yaml not edited yet" in result.stdout       # the service is started only once it is
+    # Re-running never overwrites a config a person has edited, and then counts it as configured.
     config.write_text(config.read_text() + "# edited\n")
-    subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--no-venv"], check=True, capture_output=True,
-                   timeout=120, env={**os.environ, "DESTDIR": str(stage)})
-    assert config.read_text().endswith("# edited\n")
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--no-venv"], check=True,
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "DESTDIR": str(stage)})
+    assert config.read_text().endswith("# edited\n") and "edge.yaml edited)" in again.stdout
