@@ -211,10 +211,7 @@ def cmd_demo(cfg: AppConfig, args) -> int:
                    "store__path": str(Path(tmp) / "demo.db"), "mqtt__enabled": False,
                    "device": DEMO_DEVICE, "mqtt__prefix": DEMO_DEVICE, "mqtt__client_id": None,
                    "homeassistant__node_id": None, "web__enabled": False, "display__enabled": False}
-        def chosen_by_user(key: str) -> bool:     # `--set display=true` also sets display.enabled
-            key = key.replace("__", ".")
-            return any(e == key or key.startswith(e + ".") or e.startswith(key + ".") for e in explicit)
-        cfg = _with(cfg, **{k: v for k, v in changes.items() if not chosen_by_user(k)}, fleet__enabled=False)
+        cfg = _with(cfg, **{k: v for k, v in changes.items() if not _set_by_user(k, explicit)}, fleet__enabled=False)
         models = load_models(cfg)
         store = Store(cfg.store.path)
         for photo in sorted((DEMO_DIR / "gallery").glob("*.jpg")):
@@ -231,6 +228,12 @@ def cmd_demo(cfg: AppConfig, args) -> int:
 
 
 DEMO_DEVICE = "edge-demo"
+
+
+def _set_by_user(key: str, explicit: set[str]) -> bool:
+    """Whether a `--set` covers this dotted key (`--set display=true` also sets display.enabled)."""
+    key = key.replace("__", ".")
+    return any(e == key or key.startswith(e + ".") or e.startswith(key + ".") for e in explicit)
 
 
 def _faces_in(models, path: Path):
