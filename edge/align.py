@@ -1,8 +1,9 @@
-"""Landmarks -> aligned face chips: one similarity transform, used by every model.
+"""Landmarks -> aligned face chips: one similarity transform and one warp, used by every model.
 
-The age, gender and embedding models were trained on dlib "face chips" (dlib's
-`get_face_chip_details`), so chips are cut to the same geometry: the 5 landmarks are
-mapped onto a template in dlib's unit face space, padded, and scaled to the chip size.
+Each model says where the 5 landmarks must fall in its chip (a template in chip pixels).
+The dlib-trained age, gender and embedding models use dlib "face chips" (dlib's
+`get_face_chip_details`): a template in dlib's unit face space, padded and scaled to the
+chip size (`dlib_chip_template`). Other models give their own template (`align_chips`).
 """
 
 from __future__ import annotations
@@ -39,19 +40,22 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, shift[:, None]])
 
 
+def dlib_chip_template(size: int, padding: float) -> np.ndarray:
+    """Where the 5 landmarks fall, in chip pixels, on a `size` dlib face chip with dlib's `padding`."""
+    return (padding + MTCNN_TEMPLATE) / (2 * padding + 1) * size
+
+
 def chip_transform(landmarks: np.ndarray, size: int, padding: float) -> np.ndarray:
     """2x3 matrix taking image pixels to chip pixels for a `size` chip with dlib's `padding`."""
-    target = (padding + MTCNN_TEMPLATE) / (2 * padding + 1) * size
-    return similarity_transform(landmarks, target)
+    return similarity_transform(landmarks, dlib_chip_template(size, padding))
 
 
-def extract_chip(image: np.ndarray, landmarks: np.ndarray, size: int, padding: float) -> np.ndarray:
-    """Cut one aligned size x size chip (same channel order as `image`).
+def warp_chip(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Cut one size x size chip through the 2x3 image -> chip `matrix` (same channel order as `image`).
 
     When the chip is much smaller than the face, the image is first shrunk with area
     averaging, as dlib does with its pyramid, so a 32 px chip is not an aliased sample.
     """
-    matrix = chip_transform(landmarks, size, padding)
     scale = float(np.hypot(*matrix[:, 0]))
     if scale < 0.5:
         # Crop the region the chip covers, shrink it, and fold crop+shrink into the matrix.
@@ -74,8 +78,23 @@ def extract_chip(image: np.ndarray, landmarks: np.ndarray, size: int, padding: f
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def extract_chips(image: np.ndarray, landmarks_list, size: int, padding: float) -> np.ndarray:
-    """Chips for several faces of one image, as one N x size x size x 3 uint8 array."""
+def align_chip(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
+    """One size x size chip whose 5 landmarks best fit `template` (5 x 2, in chip pixels)."""
+    return warp_chip(image, similarity_transform(landmarks, template), size)
+
+
+def align_chips(image: np.ndarray, landmarks_list, template: np.ndarray, size: int) -> np.ndarray:
+    """Chips aligned to `template` for several faces of one image, as one N x size x size x C uint8 array."""
     if not len(landmarks_list):
-        return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([extract_chip(image, lm, size, padding) for lm in landmarks_list])
+        return np.zeros((0, size, size) + image.shape[2:], np.uint8)
+    return np.stack([align_chip(image, lm, template, size) for lm in landmarks_list])
+
+
+def extract_chip(image: np.ndarray, landmarks: np.ndarray, size: int, padding: float) -> np.ndarray:
+    """One aligned dlib face chip (size, padding as dlib's `get_face_chip`)."""
+    return align_chip(image, landmarks, dlib_chip_template(size, padding), size)
+
+
+def extract_chips(image: np.ndarray, landmarks_list, size: int, padding: float) -> np.ndarray:
+    """dlib face chips for several faces of one image, as one N x size x size x 3 uint8 array."""
+    return align_chips(image, landmarks_list, dlib_chip_template(size, padding), size)

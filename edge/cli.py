@@ -13,8 +13,9 @@ from pathlib import Path
 
 from . import __version__
 from .backends import ModelLoadError
-from .config import DEFAULT_CONFIG, DEMO_DIR, AppConfig, ConfigError, config_source, load_config
-from .images import ImageError, load_image
+from .config import DEFAULT_CONFIG, DEMO_DIR, AppConfig, ConfigError, config_source, load_config, with_changes
+from .enroll import BadName
+from .images import ImageError
 from .store import StoreError
 
 EXIT_CONFIG = 2
@@ -46,9 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run on the bundled demo video with a bundled gallery; no camera, no broker")
     demo.add_argument("--max-frames", type=int)
 
-    enroll = sub.add_parser("enroll", help="add a person from photos (exactly one face per photo)")
+    enroll = sub.add_parser("enroll", help="add a person from photos or folders of photos (one face per photo)")
     enroll.add_argument("name")
-    enroll.add_argument("images", nargs="+", type=Path)
+    enroll.add_argument("images", nargs="+", type=Path, metavar="PHOTO_OR_FOLDER")
+    enroll.add_argument("--strict", action="store_true",
+                        help="save nothing when any photo is unusable (default: report it and skip it)")
+
+    sub.add_parser("hash-password", help="print the scrypt hash of a password for web.password / web.token "
+                                         "(read from stdin, or asked twice on a terminal)")
+
+    backup = sub.add_parser("backup", help="consistent copy of the database (safe while the daemon runs)")
+    backup.add_argument("path", type=Path, help="file to write (or a folder to write edge.db into)")
 
     identities = sub.add_parser("identities", help="list or forget enrolled people")
     id_sub = identities.add_subparsers(dest="action", required=True)
@@ -97,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (models_sub.add_parser("list"), models_sub.add_parser("verify")):
         _common(p)
 
-    for p in (run, demo, enroll, analyze, compare, calibrate, sub.choices["doctor"]):
+    for p in (run, demo, enroll, backup, analyze, compare, calibrate, sub.choices["doctor"],
+              sub.choices["hash-password"]):
         _common(p)
     return parser
 
@@ -134,19 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImageError as exc:
         print(f"image error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-
-
-def _with(cfg: AppConfig, **changes) -> AppConfig:
-    """Config copy with dotted-section changes, re-validated."""
-    from .config import validate
-    data = cfg.model_dump()
-    for dotted, value in changes.items():
-        node = data
-        *parents, last = dotted.split("__")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return validate(data)
+    except BadName as exc:
+        print(f"usage error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _store(cfg: AppConfig, args):
@@ -183,9 +183,9 @@ def cmd_run(cfg: AppConfig, args) -> int:
     from .daemon import Daemon, print_event
 
     if args.source:
-        cfg = _with(cfg, source=args.source)
+        cfg = with_changes(cfg, {"source": args.source})
     if args.display:
-        cfg = _with(cfg, display__enabled=True)
+        cfg = with_changes(cfg, {"display.enabled": True})
     if _missing_video_file(cfg.source):
         key = "--source" if args.source else "source"
         raise ConfigError(f"config error: {key}: no such video file: {cfg.source} "
@@ -200,6 +200,7 @@ def cmd_run(cfg: AppConfig, args) -> int:
 def cmd_demo(cfg: AppConfig, args) -> int:
     """The bundled video, a temporary database enrolled from the bundled gallery photos, events on stdout."""
     from .daemon import Daemon, print_event
+    from .enroll import enroll
     from .models.loader import load_models
     from .store import Store
 
@@ -207,15 +208,16 @@ def cmd_demo(cfg: AppConfig, args) -> int:
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
         # Its own name on the broker (--set mqtt.enabled=true publishes): a real box's Home Assistant entities,
         # topics and shared gallery are never touched, whatever config the demo was started with.
-        changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture__pace": "every_frame",
-                   "store__path": str(Path(tmp) / "demo.db"), "mqtt__enabled": False,
-                   "device": DEMO_DEVICE, "mqtt__prefix": DEMO_DEVICE, "mqtt__client_id": None,
-                   "homeassistant__node_id": None, "web__enabled": False, "display__enabled": False}
-        cfg = _with(cfg, **{k: v for k, v in changes.items() if not _set_by_user(k, explicit)}, fleet__enabled=False)
+        changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture.pace": "every_frame",
+                   "store.path": str(Path(tmp) / "demo.db"), "mqtt.enabled": False,
+                   "device": DEMO_DEVICE, "mqtt.prefix": DEMO_DEVICE, "mqtt.client_id": None,
+                   "homeassistant.node_id": None, "web.enabled": False, "display.enabled": False}
+        cfg = with_changes(cfg, {**{k: v for k, v in changes.items() if not _set_by_user(k, explicit)},
+                                 "fleet.enabled": False})
         models = load_models(cfg)
         store = Store(cfg.store.path)
         for photo in sorted((DEMO_DIR / "gallery").glob("*.jpg")):
-            _enroll(models, store, photo.stem, [photo])
+            enroll(models, store, photo.stem, [photo])
             print(f"demo: enrolled {photo.stem} from {photo.name}", file=sys.stderr)
         daemon = Daemon(cfg, max_frames=args.max_frames, on_event=print_event, models=models, store=store)
         daemon.install_signal_handlers()
@@ -232,15 +234,12 @@ DEMO_DEVICE = "edge-demo"
 
 def _set_by_user(key: str, explicit: set[str]) -> bool:
     """Whether a `--set` covers this dotted key (`--set display=true` also sets display.enabled)."""
-    key = key.replace("__", ".")
     return any(e == key or key.startswith(e + ".") or e.startswith(key + ".") for e in explicit)
 
 
 def _faces_in(models, path: Path):
-    from .pipeline import analyze_faces
-    image = load_image(path)
-    _, faces = analyze_faces(models, image)
-    return faces
+    from .analysis import faces_in
+    return faces_in(models, path)
 
 
 def _progress(items, what: str, unit: str):
@@ -249,35 +248,54 @@ def _progress(items, what: str, unit: str):
     return tqdm(items, desc=what, unit=unit, disable=None, leave=False, file=sys.stderr)
 
 
-def _enroll(models, store, name: str, paths: list[Path]) -> int:
-    import numpy as np
-    vectors = []
-    for path in _progress(paths, f"enrolling {name}", "photo"):
-        faces = _faces_in(models, path)
-        if len(faces) != 1:
-            what = "no face found" if not faces else f"{len(faces)} faces found"
-            raise ImageError(f"{path}: {what}; enrollment needs exactly one face per photo (nothing was saved)")
-        vectors.append(faces[0].embedding)
-    return store.enroll(name, np.stack(vectors), [str(p) for p in paths], model=models.embedding.model_id)
-
-
-def _checked_name(raw: str) -> str:
-    name = raw.strip()
-    if not name or len(name) > 100 or any(c in name for c in "/#+\n\r\0"):
-        raise ImageError(f"invalid name {raw!r}: 1-100 characters, no '/', '#', '+' or newlines")
-    return name
-
-
 def cmd_enroll(cfg: AppConfig, args) -> int:
+    """Per-photo lines on stderr for what was not stored, one summary line; exit 4 when nothing usable."""
+    from .enroll import FINE, checked_name, enroll, photos_in
     from .models.loader import load_models
 
-    name = _checked_name(args.name)
+    name = checked_name(args.name)          # a bad name is a usage error, found before any model loads
+    photos = photos_in(args.images)
+    if not photos:
+        raise ImageError(f"no photos in {', '.join(map(str, args.images))} (looked for "
+                         ".jpg, .jpeg, .png, .bmp, .webp, .tif)", "missing")
     models = load_models(cfg)
-    # Every photo is checked before anything is written: all or nothing.
     store = _store(cfg, args)
-    _enroll(models, store, name, args.images)
-    print(f"enrolled {name} from {len(args.images)} photo(s)")
+    result = enroll(models, store, name, photos, strict=args.strict,
+                    progress=lambda items: _progress(items, f"enrolling {name}", "photo"))
+    for photo in result.photos:
+        if photo.status != "ok":
+            print(("" if photo.status in FINE else "skipped: ") + photo.message, file=sys.stderr)
+    if not result.stored:
+        print(result.summary(), file=sys.stderr)
+        # Every photo already stored is not a failure: the person is enrolled from them.
+        return 0 if not result.bad else EXIT_INPUT
+    print(result.summary())
     _share_with_fleet(cfg, store)
+    return 0
+
+
+def cmd_hash_password(cfg: AppConfig, args) -> int:
+    """The config then holds only the hash: web.password: "scrypt$..." (edge/web_auth.py)."""
+    from .web_auth import hash_secret
+    if sys.stdin.isatty():
+        import getpass
+        first, second = getpass.getpass("password: "), getpass.getpass("again: ")
+        if first != second:
+            print("usage error: the two passwords differ", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        first = sys.stdin.readline().rstrip("\n")
+    if len(first) < 8:
+        print("usage error: use at least 8 characters", file=sys.stderr)
+        return EXIT_CONFIG
+    print(hash_secret(first))
+    return 0
+
+
+def cmd_backup(cfg: AppConfig, args) -> int:
+    from .backup import backup
+    size = backup(cfg.store.path, args.path)
+    print(f"backed up {cfg.store.path} to {args.path} ({size / 1024:.0f} KiB)")
     return 0
 
 
@@ -304,11 +322,10 @@ def cmd_identities(cfg: AppConfig, args) -> int:
                 print(f"{row['name']}: {row['embeddings']} {model} embedding(s), {row['sightings']} sighting(s)"
                       + stale)
         return 0
-    if not store.forget(args.name):
+    from .enroll import forget_person
+    if not forget_person(cfg, store, args.name):
         print(f"no enrolled person named {args.name!r}", file=sys.stderr)
         return 1
-    from .snapshots import erase_thumbnails
-    erase_thumbnails(cfg, args.name)
     print(f"forgot {args.name}: embeddings, sightings and queued events erased")
     _share_with_fleet(cfg, store)
     return 0
@@ -330,23 +347,23 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
                 print(f"cluster {g['cluster']}: {g['count']} track(s), {g['frames']} frames, {age}, "
                       f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}")
         return 0
-    name = _checked_name(args.name) if args.action == "name" else None
+    from .enroll import checked_name, forget_unknown_group, name_unknown_group
+    name = checked_name(args.name) if args.action == "name" else None
     group = unknowns.find(store, cfg, args.cluster)
     if group is None:
         print(f"no unknown cluster {args.cluster} (see edge unknowns list)", file=sys.stderr)
         return 1
     if args.action == "name":
-        count = store.enroll_unknowns(name, group.ids)
+        count = name_unknown_group(cfg, store, group, name)
         print(f"enrolled {name} from {count} unknown track(s) of cluster {args.cluster}")
     else:
-        count = store.forget_unknowns(group.ids)
+        count = forget_unknown_group(cfg, store, group)
         print(f"forgot cluster {args.cluster}: {count} unknown track(s) erased")
     return 0
 
 
 def cmd_analyze(cfg: AppConfig, args) -> int:
-    from .identify import match_one
-    from .models.gender import gender_label
+    from .analysis import face_results
     from .models.loader import load_models
 
     models = load_models(cfg)
@@ -360,17 +377,8 @@ def cmd_analyze(cfg: AppConfig, args) -> int:
             print(f"image error: {exc}", file=sys.stderr)
             status = EXIT_INPUT
             continue
-        results = []
-        for face in faces:
-            label, confidence = gender_label(face.female_probability)
-            identity = None
-            if gallery is not None:
-                match = match_one(face.embedding, gallery, cfg.identity.threshold, cfg.identity.metric)
-                if match.name:
-                    identity = {"name": match.name, "similarity": round(match.similarity, 3)}
-            results.append({"box": list(face.box), "age": round(face.age, 1),
-                            "gender": {"label": label, "confidence": round(confidence, 3)},
-                            "identity": identity})
+        results = face_results(faces, gallery, cfg.identity.threshold, cfg.identity.metric,
+                               cfg.identity.margin)
         if args.json:
             print(json.dumps({"image": str(path), "faces": results}))
             continue
@@ -419,9 +427,7 @@ def cmd_compare(cfg: AppConfig, args) -> int:
 def cmd_calibrate(cfg: AppConfig, args) -> int:
     """Same/different distances between the folder's photos and the enrolled gallery -> threshold YAML."""
     import numpy as np
-    import yaml
-    from .evaluation import calibrate_threshold, plot_distance_histograms
-    from .identify import pair_distances
+    from .evaluation import calibrate_threshold, calibration_yaml, labelled_pair_distances, plot_distance_histograms
     from .models.loader import load_models
 
     if not args.folder.is_dir():
@@ -447,13 +453,8 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     if gallery is not None and len(gallery.vectors):
         names += [str(n) for n in gallery.names]
         vectors += list(gallery.vectors)
-    names_arr = np.array(names, dtype=object)
     matrix = np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)
-    rows, cols = np.triu_indices(len(names), k=1)
-    distances = pair_distances(matrix[rows], matrix[cols], cfg.identity.metric)
-    same = names_arr[rows] == names_arr[cols]
-    keep = distances > 1e-6        # the same photo enrolled and in the folder says nothing
-    distances, same = distances[keep], same[keep].astype(bool)
+    distances, same = labelled_pair_distances(names, matrix, cfg.identity.metric)
     if not same.any() or same.all():
         raise ImageError("calibration needs at least two photos of one person and photos of two people "
                          f"(got {int(same.sum())} same-person and {int((~same).sum())} different-person pairs)")
@@ -462,11 +463,7 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
     # Beside the database by default: the state directory is the box's writable place (never site-packages).
     output = (args.output or cfg.store.path.parent / "calibrated.yaml").absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(f"# Written by `edge calibrate {args.folder}` ({result['method']}): "
-                      f"{result['same_pairs']} same-person and {result['different_pairs']} different-person pairs, "
-                      f"TAR {result['at_threshold']['tar']:.3f}, FAR {result['at_threshold']['far']:.4f}.\n"
-                      f"# Use it with --set identity.calibration_file={output}\n"
-                      + yaml.safe_dump({"identity": {"threshold": result["threshold"], "model": cfg.identity.model}}))
+    output.write_text(calibration_yaml(result, cfg.identity.model, f"`edge calibrate {args.folder}`"))
     result["output"] = str(output)
     if args.plot:
         plot_distance_histograms(distances, same, result["threshold"], args.plot,
@@ -499,7 +496,8 @@ def cmd_models(cfg: AppConfig, args) -> int:
         for name, entry in manifest["models"].items():
             formats = ", ".join(f"{fmt}: {f['path']}" for fmt, f in entry["files"].items())
             print(f"{name}: {entry['task']}; input {entry['input']['shape']}; {formats}; "
-                  f"source {entry['source']['package']} {entry['source']['version']}; licence {entry['licence']}")
+                  f"source {entry['source'].get('package') or entry['source'].get('repository')} "
+                  f"{entry['source']['version']}; licence {entry['licence']}")
         return 0
     bad = 0
     for file, error in verify_all(cfg.models.dir):
@@ -510,4 +508,5 @@ def cmd_models(cfg: AppConfig, args) -> int:
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "enroll": cmd_enroll, "identities": cmd_identities,
             "analyze": cmd_analyze, "compare": cmd_compare, "calibrate": cmd_calibrate, "doctor": cmd_doctor,
-            "models": cmd_models, "unknowns": cmd_unknowns}
+            "models": cmd_models, "unknowns": cmd_unknowns, "backup": cmd_backup,
+            "hash-password": cmd_hash_password}

@@ -10,10 +10,10 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .models.catalog import DEFAULT_EMBEDDING, EMBEDDINGS, LEGACY_MODEL
 
@@ -82,7 +82,9 @@ class DetectorConfig(Section):
     min_face: int = Field(40, ge=8, le=2000)
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)
     min_neighbors: int = Field(5, ge=0, le=50)
-    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
+    # O-Net at 0.9, not 0.8: a blurred background patch of people/_multi/obama_and_biden.jpg scores 0.82, the
+    # real faces 0.997-0.9999 (Haar boxes are held to the same 0.9 by haar_verify_score).
+    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9)
     # Haar boxes are kept only if MTCNN's O-Net (which also gives their landmarks) scores them this high.
     haar_verify_score: float = Field(0.9, ge=0, lt=1)
     yunet_score_threshold: float = Field(0.7, gt=0, lt=1)
@@ -105,7 +107,15 @@ class DetectorConfig(Section):
         return value
 
 
-BackendKey = Literal["auto", "onnxruntime", "litert", "opencv"]
+def _backend_key(value: str | None) -> str | None:
+    """"auto" or a backend of edge/backends/ by its key (onnxruntime, litert, opencv)."""
+    from .backends import registered
+    if value is None or value == "auto" or value in registered():
+        return value
+    raise ValueError(f"must be auto or one of {', '.join(sorted(registered()))}")
+
+
+BackendKey = Annotated[str, AfterValidator(_backend_key)]
 
 
 class ModelsConfig(Section):
@@ -155,6 +165,9 @@ class IdentityConfig(Section):
     # Distance under which a face is the enrolled person; null = the model's calibrated value
     # (dlib_resnet_v1: L2 0.6, dlib's own; cosine models: 1 - similarity).
     threshold: float | None = Field(None, gt=0, le=2)
+    # A face is named only when the next enrolled person is at least this much further (distance units);
+    # null = the model's measured value (edge/models/catalog.py).
+    margin: float | None = Field(None, ge=0, le=2)
     # Share of a track's per-frame matches that must agree with the averaged decision.
     min_agreement: float = Field(0.6, gt=0, le=1)
     # YAML written by `edge calibrate` ({identity: {threshold: X, model: M}}); when set, its threshold replaces
@@ -171,8 +184,11 @@ class IdentityConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _calibrated_threshold(cls, data):
-        if isinstance(data, dict) and data.get("threshold") is None and data.get("model", DEFAULT_EMBEDDING) in EMBEDDINGS:
-            data = {**data, "threshold": EMBEDDINGS[data.get("model", DEFAULT_EMBEDDING)].threshold}
+        model = data.get("model", DEFAULT_EMBEDDING) if isinstance(data, dict) else None
+        if isinstance(model, str) and model in EMBEDDINGS:
+            for key in ("threshold", "margin"):
+                if data.get(key) is None:
+                    data = {**data, key: getattr(EMBEDDINGS[model], key)}
         if not isinstance(data, dict) or not data.get("calibration_file"):
             return data
         if not isinstance(data["calibration_file"], (str, Path)):
@@ -311,14 +327,77 @@ class DisplayConfig(_Switchable):
     max_fps: float = Field(15, gt=0, le=60)     # drawing rate cap; the pipeline never waits for the screen
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    import ipaddress
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class WebConfig(_Switchable):
-    """Status page, /healthz, /metrics, /snapshot.jpg, /stream (edge/web.py). Off: no listening port."""
+    """Status page, people page, JSON API, /healthz, /metrics, /snapshot.jpg, /stream (edge/web*.py).
+    Off: no listening port."""
     host: str = Field("127.0.0.1", min_length=1)   # 0.0.0.0 exposes names and the live picture to the network
     port: int = Field(8080, ge=1, le=65535)
     optional: bool = False   # true: a port that cannot be opened is logged and the daemon runs without the page
     stream_max_fps: float = Field(10, gt=0, le=60)
     jpeg_quality: int = Field(80, ge=10, le=100)
     recent_events: int = Field(50, ge=1, le=1000)
+    # Login for actions (and for every page when host is not loopback): a password, or its hash from
+    # `edge hash-password` ("scrypt$..."); EDGE_WEB_PASSWORD and password_file win over password.
+    password: str | None = None
+    password_file: Path | None = None
+    # Bearer token for the JSON API (EDGE_WEB_TOKEN, token_file, token; plain or "scrypt$..."); the password works too.
+    token: str | None = None
+    token_file: Path | None = None
+    # Host header values accepted when host is not loopback (besides the address the client connected to).
+    allowed_hosts: list[str] = []
+    workers: int = Field(8, ge=2, le=64)           # request threads, fixed: a flood of clients waits, never spawns
+    queue: int = Field(32, ge=0, le=1024)          # accepted connections waiting for a worker; more are closed
+    max_streams: int = Field(2, ge=0, le=32)       # /stream viewers at once (each holds a worker)
+    header_timeout_s: float = Field(10, gt=0, le=300)   # whole request line + headers, however slowly sent
+    body_timeout_s: float = Field(60, gt=0, le=3600)    # whole upload body
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_upload_files: int = Field(20, ge=1, le=200)
+    session_hours: float = Field(12, gt=0, le=24 * 30)
+    login_failures_per_minute: int = Field(5, ge=1, le=1000)   # per client address; then HTTP 429
+
+    @field_validator("password", "token", mode="before")
+    @classmethod
+    def _secret_text(cls, value):
+        # YAML reads `password: 123456` as a number; a secret is text (and never echoed in an error).
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _login_beyond_loopback(self):
+        if self.enabled and not is_loopback(self.host) and not self.has_password():
+            raise ValueError(f"host: serving the page on {self.host} (not loopback) needs a login: set web.password, "
+                             "web.password_file or EDGE_WEB_PASSWORD")
+        return self
+
+    def has_password(self) -> bool:
+        return bool(os.environ.get("EDGE_WEB_PASSWORD") or self.password_file or self.password)
+
+    def resolved_password(self) -> str | None:
+        return _secret(os.environ.get("EDGE_WEB_PASSWORD"), self.password_file, self.password, "web.password_file")
+
+    def resolved_token(self) -> str | None:
+        return _secret(os.environ.get("EDGE_WEB_TOKEN"), self.token_file, self.token, "web.token_file")
+
+
+def _secret(from_env: str | None, file: Path | None, value: str | None, key: str) -> str | None:
+    if from_env:
+        return from_env
+    if file:
+        try:
+            return file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"config error: {key}: cannot read {file}: {exc.strerror}") from None
+    return value
 
 
 def _topic_safe_path(value: str) -> str:
@@ -403,7 +482,8 @@ class AppConfig(Section):
             return data
         identity, unknowns = data.get("identity") or {}, data.get("unknowns") or {}
         model = identity.get("model", DEFAULT_EMBEDDING) if isinstance(identity, dict) else None
-        if isinstance(unknowns, dict) and unknowns.get("cluster_threshold") is None and model in EMBEDDINGS:
+        if isinstance(unknowns, dict) and unknowns.get("cluster_threshold") is None and isinstance(model, str) \
+                and model in EMBEDDINGS:
             data = {**data, "unknowns": {**unknowns, "cluster_threshold": EMBEDDINGS[model].cluster_threshold}}
         return data
 
@@ -417,19 +497,33 @@ def _parse_scalar(text: str) -> Any:
 
 
 def apply_override(data: dict, assignment: str) -> None:
+    """`key.path=value` (a --set argument) into raw config data."""
     if "=" not in assignment:
         raise ConfigError(f"config error: --set {assignment!r}: expected key.path=value")
     key, _, value = assignment.partition("=")
-    parts = key.strip().split(".")
+    _set_key(data, key.strip(), _parse_scalar(value))
+
+
+def _set_key(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"config error: --set {assignment!r}: empty key")
+        raise ConfigError(f"config error: --set {key!r}: empty key")
     node = data
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"config error: {'.'.join(parts[:i + 1])}: is not a section, cannot set {key}")
         node = child
-    node[parts[-1]] = _parse_scalar(value)
+    node[parts[-1]] = value
+
+
+def with_changes(cfg: AppConfig, changes: dict[str, Any]) -> AppConfig:
+    """A re-validated copy of `cfg` with dotted keys changed, e.g. {"display.enabled": True} (what a command
+    line flag such as `--display` means; the same path as `--set`)."""
+    data = cfg.model_dump()
+    for key, value in changes.items():
+        _set_key(data, key, value)
+    return validate(data)
 
 
 def _key_part(part: Any) -> str:

@@ -34,7 +34,7 @@ def decide_identity(mean_embedding: np.ndarray | None, per_frame: list[str | Non
     """A new decision for the track, or None when nothing changes now."""
     if mean_embedding is None or frames_averaged < min_frames or (current is not None and current.name):
         return None
-    match = match_one(mean_embedding, gallery, identity.threshold, identity.metric)
+    match = match_one(mean_embedding, gallery, identity.threshold, identity.metric, identity.margin)
     if agreement(per_frame, match.name) < identity.min_agreement:
         return None
     if current is not None and match.name is None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .identify import distances as table_distances, pair_distances as row_distances
 from .track import iou
 
 
@@ -158,12 +159,12 @@ def best_accuracy_threshold(distances, same) -> dict:
 
 # --- open-set identification ------------------------------------------------------------------------
 def open_set_identification(probes: np.ndarray, probe_names, gallery_vectors: np.ndarray, gallery_names,
-                            threshold: float) -> dict:
+                            threshold: float, metric: str = "l2") -> dict:
     """Probes of enrolled people: rank-1 = nearest gallery row is theirs *and* below threshold
     (closed-set rank-1 ignores the threshold). Probes of strangers: false accept = nearest row below it."""
     gallery_names = np.asarray(gallery_names, dtype=object)
     enrolled = set(gallery_names.tolist())
-    distances = np.linalg.norm(np.asarray(probes)[:, None, :] - np.asarray(gallery_vectors)[None, :, :], axis=2)
+    distances = table_distances(probes, np.asarray(gallery_vectors, np.float32), metric)
     nearest = distances.argmin(axis=1)
     best = distances[np.arange(len(probes)), nearest]
     names = gallery_names[nearest]
@@ -216,6 +217,26 @@ def precision_recall(tp: int, fp: int, fn: int) -> dict:
 
 
 # --- threshold calibration ----------------------------------------------------------------------------
+def labelled_pair_distances(names, vectors: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Distance and same-person flag of every pair of labelled embeddings; pairs of one photo with itself
+    (the same photo enrolled and in a folder) say nothing and are left out."""
+    names = np.asarray(names, dtype=object)
+    rows, cols = np.triu_indices(len(names), k=1)
+    d = row_distances(vectors[rows], vectors[cols], metric)
+    same = names[rows] == names[cols]
+    keep = d > 1e-6
+    return d[keep], same[keep].astype(bool)
+
+
+def calibration_yaml(result: dict, model: str, written_by: str) -> str:
+    """The file identity.calibration_file reads: the threshold and the embedding model it holds for."""
+    import yaml
+    at = result["at_threshold"]
+    return (f"# Written by {written_by} ({result['method']}): {result['same_pairs']} same-person and "
+            f"{result['different_pairs']} different-person pairs, TAR {at['tar']:.3f}, FAR {at['far']:.4f}.\n"
+            + yaml.safe_dump({"identity": {"threshold": result["threshold"], "model": model}}))
+
+
 def calibrate_threshold(distances, same, target_far: float | None = None) -> dict:
     """The identity threshold from same/different distance distributions: F1-maximising, or the most
     permissive one whose false accept rate is <= target_far."""

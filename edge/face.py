@@ -24,9 +24,7 @@ class Face:
     age: float | None = None
     female_probability: float | None = None
     embedding: np.ndarray | None = field(default=None, compare=False)
-    # Filled by the identity matcher.
-    identity: str | None = None
-    similarity: float | None = None
+    # Identity is a property of a track, not of one frame's face: see edge/track.py (TrackView) and decide.py.
 
     def with_(self, **changes) -> "Face":
         return replace(self, **changes)

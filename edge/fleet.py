@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import AppConfig
+from .enroll import valid_name
 from .publish import Publisher
 from .snapshots import erase_thumbnails
 from .store import Store
@@ -59,11 +60,6 @@ def digest(vectors: np.ndarray | None) -> str:
         return ""
     rows = sorted(np.asarray(v, np.float32).tobytes() for v in vectors)
     return hashlib.sha256(b"".join(rows)).hexdigest()[:32]
-
-
-def valid_name(name: object) -> bool:
-    return isinstance(name, str) and 0 < len(name) <= 100 and name == name.strip() \
-        and not any(c in name for c in "/#+\n\r\0")
 
 
 def encode(state: PersonVersion, vectors: np.ndarray | None) -> str:

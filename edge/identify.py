@@ -28,6 +28,7 @@ class Match:
     name: str | None      # None = unknown
     distance: float       # to the nearest enrolled embedding (inf for an empty gallery)
     nearest: str | None   # nearest person even when above threshold (for logs / calibration)
+    runner_up: float = float("inf")   # distance to the nearest embedding of any *other* person
 
     @property
     def similarity(self) -> float:
@@ -56,20 +57,31 @@ def pair_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     return np.linalg.norm(a - b, axis=1)
 
 
-def match_many(embeddings: np.ndarray, gallery: Gallery, threshold: float, metric: str = "l2") -> list[Match]:
-    """Match each row of `embeddings` against every gallery row at once."""
+def match_many(embeddings: np.ndarray, gallery: Gallery, threshold: float, metric: str = "l2",
+               margin: float = 0.0) -> list[Match]:
+    """Match each row of `embeddings` against every gallery row at once. A row is named when its nearest
+    person is under `threshold` *and* the next person is at least `margin` further: in a large gallery a
+    stranger often lands close to several people at once, an enrolled person close to one
+    (training/reports/openset.md)."""
     if len(gallery.vectors) == 0:
         return [Match(None, float("inf"), None) for _ in range(len(embeddings))]
-    # (M, N) distance matrix in one go; the gallery of a door camera is small.
+    # (M, N) distance matrix in one go, then the nearest row of each person; a door camera's gallery is small.
     table = distances(embeddings, gallery.vectors, metric)
-    best = table.argmin(axis=1)
+    people, person_of_row = np.unique(gallery.names.astype(str), return_inverse=True)
+    per_person = np.full((len(table), len(people)), np.inf)
+    for person in range(len(people)):
+        per_person[:, person] = table[:, person_of_row == person].min(axis=1)
+    order = np.argsort(per_person, axis=1)
     matches = []
-    for row, column in enumerate(best):
-        distance = float(table[row, column])
-        nearest = str(gallery.names[column])
-        matches.append(Match(nearest if distance < threshold else None, distance, nearest))
+    for row in range(len(table)):
+        distance = float(per_person[row, order[row, 0]])
+        runner_up = float(per_person[row, order[row, 1]]) if len(people) > 1 else float("inf")
+        nearest = str(people[order[row, 0]])
+        named = distance < threshold and runner_up - distance >= margin
+        matches.append(Match(nearest if named else None, distance, nearest, runner_up))
     return matches
 
 
-def match_one(embedding: np.ndarray, gallery: Gallery, threshold: float, metric: str = "l2") -> Match:
-    return match_many(np.asarray(embedding, np.float32)[None, :], gallery, threshold, metric)[0]
+def match_one(embedding: np.ndarray, gallery: Gallery, threshold: float, metric: str = "l2",
+              margin: float = 0.0) -> Match:
+    return match_many(np.asarray(embedding, np.float32)[None, :], gallery, threshold, metric, margin)[0]

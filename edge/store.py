@@ -183,6 +183,19 @@ class Store:
         """name -> models of their embeddings, for every person with no embedding of `model`."""
         return {r["name"]: r["other_models"] for r in self.identities(model) if r["embeddings"] == 0}
 
+    def photo_owner(self, sha256: str, model: str) -> str | None:
+        """Who was enrolled by `model` from the photo with this content hash (edge/enroll.py writes it into
+        `source`); under another model the same photo gives a new embedding and is not a duplicate."""
+        row = self.db.execute("SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+                              "WHERE e.model = ? AND e.source LIKE ? LIMIT 1", [model, f"sha256:{sha256} %"]).fetchone()
+        return row[0] if row else None
+
+    def recent_sightings(self, limit: int = 20) -> list[dict]:
+        """The newest sightings, with the person's name (None: unknown)."""
+        return list(self.db.query(
+            "SELECT s.track, s.camera, s.first_seen, s.last_seen, s.age, s.gender, i.name FROM sightings s "
+            "LEFT JOIN identities i ON i.id = s.identity_id ORDER BY s.last_seen DESC LIMIT ?", [limit]))
+
     def identity_id(self, name: str) -> int | None:
         row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
         return row[0] if row else None

@@ -200,7 +200,7 @@ class Tracker:
         self._enrolled = {str(n) for n in gallery.names}
         if measured:
             per_frame = match_many(np.stack([f.embedding for f in measured]), gallery, self.identity.threshold,
-                                   self.identity.metric)
+                                   self.identity.metric, self.identity.margin)
             for face, match in zip(measured, per_frame):
                 if face.track_id in self._tracks:
                     self._tracks[face.track_id].add(face, match.name)

@@ -16,7 +16,7 @@ JETSON_ORT = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutio
 
 
 def runtimes(providers=CPU_ONLY, litert="ai_edge_litert 2.3.0", ort="1.30.0", cuda=False):
-    return Runtimes(ort, providers, litert, "4.14.0", cuda, False)
+    return Runtimes({"onnxruntime": ort, "litert": litert, "opencv": "4.14.0"}, providers, cuda, False)
 
 
 def fake_root(tmp_path: Path, model: str | None = None, tegra: bool = False) -> Path:

@@ -80,8 +80,8 @@ def test_image_without_face_is_refused_and_nothing_is_written(tmp_path):
     analyze = run_edge("analyze", str(empty))
     assert analyze.returncode == 0 and "no face found" in analyze.stdout
     db = tmp_path / "edge.db"
-    # One good photo and one without a face: the whole enrollment is refused.
-    enroll = run_edge("enroll", "alice", str(DEMO_GALLERY / "eileen_collins.jpg"), str(empty),
+    # One good photo and one without a face, --strict: the whole enrollment is refused.
+    enroll = run_edge("enroll", "alice", str(DEMO_GALLERY / "eileen_collins.jpg"), str(empty), "--strict",
                       "--set", f"store.path={db}")
     assert enroll.returncode == 4
     assert "wall.jpg: no face found" in enroll.stderr and "nothing was saved" in enroll.stderr

@@ -42,3 +42,18 @@ def test_a_stranger_is_decided_unknown_and_may_later_get_a_name_but_never_loses_
 def test_agreement_share():
     assert agreement(["a", "a", None, "b"], "a") == 0.5
     assert agreement([], "a") == 0.0
+
+
+def test_the_margin_rule_refuses_a_face_close_to_two_people():
+    from edge.identify import match_one
+    ann, twin = np.zeros(128, np.float32), np.zeros(128, np.float32)
+    twin[0] = 0.1
+    gallery = Gallery(np.array(["ann", "ann", "twin"], dtype=object), np.stack([ann, ann + 0.001, twin]))
+    probe = np.zeros(128, np.float32)
+    probe[0] = 0.04                                  # 0.04 from ann, 0.06 from twin: both under 0.6
+    plain = match_one(probe, gallery, 0.6)
+    assert plain.name == "ann" and abs(plain.runner_up - 0.06) < 1e-6
+    assert match_one(probe, gallery, 0.6, margin=0.05).name is None          # too close to call
+    assert match_one(ann, gallery, 0.6, margin=0.05).name == "ann"           # 0.1 clear of twin
+    # The runner-up is another *person*: ann's second photo does not count against her.
+    assert abs(match_one(ann, gallery, 0.6).runner_up - 0.1) < 1e-6

@@ -188,3 +188,65 @@ def test_page_escapes_names_and_event_fields():
     page = render_page(live)
     assert "<script>alert" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x" in page
+
+
+def test_hash_password_command_gives_a_hash_the_page_accepts(tmp_path):
+    import os
+    from conftest import ROOT, edge_command
+    from edge.config import load_config
+    from edge.web_auth import Auth, verify
+
+    made = subprocess.run(edge_command("hash-password"), input="correct horse battery\n", capture_output=True,
+                          text=True, cwd=ROOT, timeout=60, env={**os.environ})
+    hashed = made.stdout.strip()
+    assert made.returncode == 0 and hashed.startswith("scrypt$16384$8$1$"), made.stderr
+    assert verify("correct horse battery", hashed) and not verify("correct horse batter", hashed)
+    # In the config only the hash is written, and the server keeps it as it is.
+    cfg = load_config(None, ["web.enabled=true", "web.host=0.0.0.0", f"web.password={hashed}"])
+    auth = Auth.from_config(cfg.web)
+    assert auth.password_hash == hashed and auth.check_password("client", "correct horse battery")
+    # A plain password is hashed at start-up: the server holds no copy of it.
+    plain = Auth.from_config(load_config(None, ["web.password=hunter2hunter2"]).web)
+    assert plain.password_hash.startswith("scrypt$") and "hunter2" not in plain.password_hash
+    short = subprocess.run(edge_command("hash-password"), input="short\n", capture_output=True, text=True,
+                           cwd=ROOT, timeout=60)
+    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+
+
+def test_host_header_and_multipart_parsing_refuse_what_they_should():
+    from edge.web_server import BadRequest, host_allowed, parse_multipart
+
+    allowed = {"edge.local", "localhost"}
+    assert host_allowed("edge.local:8080", allowed, "192.168.1.20")
+    assert host_allowed("192.168.1.20:8080", allowed, "192.168.1.20")      # the address connected to
+    assert host_allowed("[::1]:8080", allowed, "::1")
+    for bad in (None, "", "evil.example", "edge.local.evil.example:8080", "192.168.1.21"):
+        assert not host_allowed(bad, allowed, "192.168.1.20"), bad
+    boundary = "b0undary"
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="../../etc/p{i}.jpg"'
+                    f'\r\n\r\nxx\r\n'.encode() for i in range(3)) + f"--{boundary}--\r\n".encode()
+    fields, files = parse_multipart(f"multipart/form-data; boundary={boundary}", body, max_files=3)
+    assert [name for _, name, _ in files] == ["p0.jpg", "p1.jpg", "p2.jpg"]      # no folders kept
+    with pytest.raises(BadRequest) as refused:
+        parse_multipart(f"multipart/form-data; boundary={boundary}", body, max_files=2)
+    assert refused.value.status == 413
+    with pytest.raises(BadRequest):
+        parse_multipart("text/plain", b"hello", max_files=2)
+
+
+def test_port_in_use_costs_the_page_only(caplog):
+    import socket
+    from edge.config import AppConfig
+    from edge.live import LiveOutputs
+    from edge.pipeline import StageTimer
+    from edge.web import StatusServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = AppConfig.model_validate({"web": {"enabled": True, "port": taken.getsockname()[1]}})
+        server = StatusServer(LiveOutputs(cfg, SimpleNamespace(timer=StageTimer(), faces_seen=0)), cfg.web)
+        server.start()
+    assert server.httpd is None
+    assert any("cannot listen on 127.0.0.1" in r.getMessage() for r in caplog.records)
+    server.stop()

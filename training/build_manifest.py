@@ -49,6 +49,21 @@ SPECS = {
                    "converted_by": "training/convert_dlib_embedding.py"},
         "licence": "CC0-1.0",
     },
+    "embedding_reid_0095": {
+        "task": "face identity embedding",
+        "stem": "face_reid_0095",
+        "input": {"shape": ["N", 3, 128, 128], "colour": "BGR",
+                  "normalisation": "none: raw BGR bytes 0-255 as float32, NCHW (the network scales and shifts)",
+                  "alignment": "5 landmarks onto Open Model Zoo's template (0.31557, 0.46157) (0.68262, 0.46157) "
+                               "(0.50026, 0.64051) (0.34947, 0.82469) (0.65344, 0.82469) x 128, size 128"},
+        "output": "embedding (N, 256), not normalised; compare by cosine similarity",
+        "source": {"repository": "openvinotoolkit/open_model_zoo", "version": "2023.0",
+                   "file": "models/intel/face-reidentification-retail-0095, FP16 OpenVINO IR (.xml, .bin)",
+                   "origin": "Intel Corporation; unmodified IR, sha384 checked against the model.yml checksums",
+                   "converted_by": "training/convert_reid_embedding.py"},
+        "licence": "Apache-2.0",
+        "licence_files": ["LICENSE.face_reid_0095.open_model_zoo.txt"],
+    },
     "mtcnn_pnet": {
         "task": "face detection, MTCNN stage 1 (proposal)",
         "stem": "mtcnn_pnet",

@@ -14,13 +14,11 @@ is the most permissive one with FAR <= --target-far. Writes the histograms with 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate import (DEFAULT_CACHE, REPORTS, ROOT, SHARED, Analyzer, image_size, largest_face,  # noqa: E402
@@ -30,17 +28,14 @@ from edge.config import load_config  # noqa: E402
 
 
 def folder_distances(analyzer: Analyzer, folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    embedded = []
+    names, vectors = [], []
     for item in read_person_folders(folder):
         face = largest_face(analyzer.faces(item.path))
         if face is not None:
-            embedded.append((item.identity, face.embedding))
+            names.append(item.identity)
+            vectors.append(face.embedding.astype(np.float32))
     analyzer.save()
-    d, same = [], []
-    for (na, ea), (nb, eb) in itertools.combinations(embedded, 2):
-        d.append(float(np.linalg.norm(ea - eb)))
-        same.append(na == nb)
-    return np.array(d), np.array(same, bool)
+    return ev.labelled_pair_distances(names, np.stack(vectors), analyzer.cfg.identity.metric)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['at_threshold_in_force']['accuracy']:.1%}")
     if args.write:
         target = args.write if args.write.is_absolute() else ROOT / args.write
-        target.write_text(f"# Written by training/calibrate_threshold.py ({result['method']}) from "
-                          f"{', '.join(sources)}\n" + yaml.safe_dump({"identity": {"threshold": result["threshold"]}}))
+        target.write_text(ev.calibration_yaml(result, cfg.identity.model,
+                                              f"training/calibrate_threshold.py from {', '.join(sources)}"))
         print(f"written to {target}: --set identity.calibration_file={args.write}")
     print(f"or: --set identity.threshold={result['threshold']}")
     return 0

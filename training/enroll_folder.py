@@ -1,7 +1,8 @@
 """Bulk enrollment from a folder tree: one sub-folder per person, named after them, holding their photos.
 
-Each person goes through the same code path as `edge enroll NAME PHOTO...` (edge.cli._enroll): every
-photo must hold exactly one face, otherwise nothing is saved for that person (the others still are).
+Each person goes through the same code path as `edge enroll NAME PHOTO...` (edge.enroll.enroll): every
+photo must hold exactly one face, otherwise nothing is saved for that person (the others still are) unless
+--skip-bad-photos leaves the bad photos out. The same photo is never stored twice.
 Folders starting with "_" or "." are skipped (group photos, videos).
 
     python training/enroll_folder.py PEOPLE_DIR [--set store.path=/var/lib/edge/edge.db] [--skip-existing]
@@ -19,34 +20,16 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge.cli import EXIT_INPUT, _enroll, _faces_in  # noqa: E402
+from edge.cli import EXIT_INPUT  # noqa: E402
 from edge.config import ConfigError, load_config  # noqa: E402
-from edge.images import ImageError  # noqa: E402
+from edge.enroll import BadName, enroll, photos_in  # noqa: E402
 from edge.models.loader import load_models  # noqa: E402
 from edge.store import Store  # noqa: E402
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
 
 def people_in(folder: Path) -> dict[str, list[Path]]:
-    return {person.name: sorted(p for p in person.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    return {person.name: photos_in([person])
             for person in sorted(folder.iterdir()) if person.is_dir() and person.name[0] not in "._"}
-
-
-def usable_photos(models, photos: list[Path]) -> list[Path]:
-    """Photos holding exactly one face (the others are named and left out)."""
-    keep = []
-    for photo in photos:
-        try:
-            count = len(_faces_in(models, photo))
-        except ImageError as exc:
-            tqdm.write(f"left out: {exc}")
-            continue
-        if count == 1:
-            keep.append(photo)
-        else:
-            tqdm.write(f"left out: {photo}: {count} faces")
-    return keep
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,16 +58,17 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(name)
             continue
         try:
-            if len(name) > 100 or any(c in name for c in "/#+\n\r\0"):   # edge enroll's name rule
-                raise ImageError(f"invalid name {name!r}: 1-100 characters, no '/', '#', '+' or newlines")
-            if args.skip_bad_photos:
-                photos = usable_photos(models, photos)
-                if not photos:
-                    raise ImageError("no photo holds exactly one face")
-            _enroll(models, store, name, photos)
-            enrolled.append(name)
-        except ImageError as exc:
+            result = enroll(models, store, name, photos, strict=not args.skip_bad_photos)
+        except BadName as exc:
             tqdm.write(f"{name}: not enrolled: {exc}")
+            failed.append(name)
+            continue
+        for photo in result.bad:
+            tqdm.write(("left out: " if args.skip_bad_photos else f"{name}: ") + photo.message)
+        if result.stored or not result.bad:
+            enrolled.append(name)
+        else:
+            tqdm.write(result.summary())
             failed.append(name)
     print(f"enrolled {len(enrolled)} people into {cfg.store.path}" + (f", skipped {len(skipped)} already enrolled"
           if skipped else "") + (f"; failed: {', '.join(failed)}" if failed else ""))

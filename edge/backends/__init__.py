@@ -1,7 +1,9 @@
 """Inference backends: each runs tensors through one model file and knows nothing of faces.
 
 Every backend implements :class:`Backend`; models (``edge.models``) own pre/post-processing.
-Backends register themselves by key so config can name them (``backend: onnxruntime``).
+Adding a backend means adding one file here: a class registered by key (so config can name it,
+``backend: onnxruntime``) that declares the model-file format it loads, how to probe its runtime,
+and its rank when nothing board-specific decides (edge/backends/select.py).
 """
 
 from __future__ import annotations
@@ -28,15 +30,28 @@ class Backend(Protocol):
 
 BackendFactory = Callable[..., Backend]
 REGISTRY: dict[str, BackendFactory] = {}
-# Which model-file format each backend key loads.
-FORMATS: dict[str, str] = {"onnxruntime": "onnx", "opencv": "onnx", "litert": "tflite"}
 
 
 def register(key: str):
+    """Class decorator; the class also carries `file_format` ("onnx", "tflite"), `probe()` (the runtime's
+    version, None when it does not import), `generic_rank` and `generic_why` (preference on a board
+    with no board-specific rule: lower first)."""
     def wrap(factory: BackendFactory) -> BackendFactory:
+        factory.key = key
         REGISTRY[key] = factory
         return factory
     return wrap
+
+
+def registered() -> dict[str, BackendFactory]:
+    """Every backend, by key (imports the backend modules once; each imports its runtime lazily)."""
+    _import_plugins()
+    return REGISTRY
+
+
+def file_format(key: str) -> str:
+    """The model-file format backend `key` loads."""
+    return registered()[key].file_format
 
 
 def load_backend(key: str, path: Path, **options) -> Backend:
@@ -65,4 +80,9 @@ def run_batched(backend: Backend, batch: np.ndarray) -> list[np.ndarray]:
 def _import_plugins() -> None:
     # Importing registers; each module imports its runtime lazily so a missing runtime
     # only matters when that backend is chosen.
-    from . import litert, onnxruntime, opencv_dnn  # noqa: F401
+    # Every module, even when one was imported directly before (that one alone would be registered).
+    import importlib
+    import pkgutil
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "select":
+            importlib.import_module(f"{__name__}.{module.name}")

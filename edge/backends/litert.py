@@ -28,6 +28,18 @@ def edgetpu_available() -> bool:
 @register("litert")
 class LiteRtBackend:
     name = "litert"
+    file_format = "tflite"
+    generic_rank, generic_why = 1, "onnxruntime not available"
+
+    @staticmethod
+    def probe() -> str | None:
+        """"ai_edge_litert x.y" / "tflite_runtime x.y", or None."""
+        try:
+            _, _, runtime = import_interpreter()
+        except ImportError:
+            return None
+        import importlib
+        return f"{runtime} {getattr(importlib.import_module(runtime), '__version__', '')}".strip()
 
     def __init__(self, path: Path, threads: int = 0, edgetpu: bool = False, **_ignored):
         try:

@@ -20,7 +20,17 @@ def opencv_cuda_available() -> bool:
 @register("opencv")
 class OpenCvDnnBackend:
     name = "opencv"
+    file_format = "onnx"
+    generic_rank, generic_why = 2, "only OpenCV DNN is available"
     max_batch = 0
+
+    @staticmethod
+    def probe() -> str | None:
+        try:
+            import cv2
+        except ImportError:
+            return None
+        return cv2.__version__
 
     def __init__(self, path: Path, threads: int = 0, **_ignored):
         import cv2

@@ -3,12 +3,12 @@ which backend each model runs on. `edge doctor` prints the decision with its rea
 
 from __future__ import annotations
 
-import importlib
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import FORMATS
+from . import file_format, registered
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,22 @@ class Board:
 
 @dataclass(frozen=True)
 class Runtimes:
-    onnxruntime: str | None          # version, or None when it does not import
-    onnx_providers: tuple[str, ...]
-    litert: str | None               # "ai_edge_litert x.y" / "tflite_runtime x.y" / None
-    opencv: str | None
-    opencv_cuda: bool
-    edgetpu: bool
+    versions: dict[str, str | None]  # backend key -> its runtime's version, None when it does not import
+    onnx_providers: tuple[str, ...] = ()
+    opencv_cuda: bool = False
+    edgetpu: bool = False
+
+    @property
+    def onnxruntime(self) -> str | None:
+        return self.versions.get("onnxruntime")
+
+    @property
+    def litert(self) -> str | None:
+        return self.versions.get("litert")
+
+    @property
+    def opencv(self) -> str | None:
+        return self.versions.get("opencv")
 
 
 def probe_board(root: Path = Path("/")) -> Board:
@@ -43,40 +53,26 @@ def probe_board(root: Path = Path("/")) -> Board:
 
 
 def probe_runtimes() -> Runtimes:
-    def version(module: str) -> str | None:
-        try:
-            return getattr(importlib.import_module(module), "__version__", "?")
-        except ImportError:
-            return None
-
-    ort_version = version("onnxruntime")
+    """Every registered backend's runtime version, and the accelerators the board-specific rules look at."""
+    versions = {key: backend.probe() for key, backend in registered().items()}
     providers: tuple[str, ...] = ()
-    if ort_version:
+    if versions.get("onnxruntime"):
         import onnxruntime
         providers = tuple(onnxruntime.get_available_providers())
-    litert = None
-    for module in ("ai_edge_litert", "tflite_runtime"):
-        if version(module + ".interpreter") is not None:
-            litert = f"{module} {version(module) or ''}".strip()
-            break
     from .litert import edgetpu_available
     from .opencv_dnn import opencv_cuda_available
-    cv_version = version("cv2")
-    return Runtimes(ort_version, providers, litert, cv_version, bool(cv_version) and opencv_cuda_available(),
+    return Runtimes(versions, providers, bool(versions.get("opencv")) and opencv_cuda_available(),
                     edgetpu_available())
 
 
 def choose_backend(board: Board, runtimes: Runtimes, formats: set[str], requested: str = "auto") -> tuple[str, str]:
     """(backend key, why) for one model offered in `formats` (e.g. {"onnx", "tflite"})."""
-    usable = {
-        "onnxruntime": runtimes.onnxruntime is not None and "onnx" in formats,
-        "litert": runtimes.litert is not None and "tflite" in formats,
-        "opencv": runtimes.opencv is not None and "onnx" in formats,
-    }
+    backends = registered()
+    usable = {key: runtimes.versions.get(key) is not None and file_format(key) in formats for key in backends}
     if requested != "auto":
-        if not usable[requested]:
+        if not usable.get(requested):
             return requested, f"{requested} requested in config, but it is not usable here " \
-                              f"(runtime missing or no {FORMATS[requested]} file)"
+                              f"(runtime missing or no {file_format(requested)} file)"
         return requested, "requested in config"
     gpu = [p for p in runtimes.onnx_providers if p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")]
     if board.kind == "jetson" and usable["onnxruntime"] and gpu:
@@ -85,11 +81,9 @@ def choose_backend(board: Board, runtimes: Runtimes, formats: set[str], requeste
         return "opencv", "Jetson: OpenCV built with CUDA, onnxruntime has no GPU provider"
     if board.kind == "raspberry_pi" and usable["litert"]:
         return "litert", "Raspberry Pi: LiteRT with XNNPACK is the fastest CPU runtime on ARM"
-    for key, why in (("onnxruntime", "fastest CPU runtime measured on x86"),
-                     ("litert", "onnxruntime not available"),
-                     ("opencv", "only OpenCV DNN is available")):
+    for key in sorted(backends, key=lambda k: backends[k].generic_rank):
         if usable[key]:
-            return key, f"{board.kind}: {why}"
+            return key, f"{board.kind} ({platform.machine()}): {backends[key].generic_why}"
     raise RuntimeError(f"no runtime can run any of {sorted(formats)}: install onnxruntime or ai-edge-litert")
 
 

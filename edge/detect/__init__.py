@@ -47,9 +47,9 @@ def register(cls: type) -> type:
 
 def detector_class(type_key: str) -> type:
     """The class registered for `type_key`; every module of this package is imported (and so registered) once."""
-    if not REGISTRY:
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
+    # Every module, even when one was imported directly before (that one alone would be registered).
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
     if type_key not in REGISTRY:
         raise KeyError(f"unknown detector type {type_key!r} (known: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[type_key]

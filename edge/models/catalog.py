@@ -16,14 +16,19 @@ class EmbeddingInfo:
     manifest_name: str       # entry in models/manifest.yaml
     metric: Literal["l2", "cosine"]
     threshold: float         # same person below this distance (default of identity.threshold)
+    margin: float            # ... and the next person at least this much further (default of identity.margin)
     cluster_threshold: float  # unknown tracks grouped below this distance (default of unknowns.cluster_threshold)
     why: str
 
 
 EMBEDDINGS: dict[str, EmbeddingInfo] = {info.model_id: info for info in (
-    EmbeddingInfo("dlib_resnet_v1", "embedding", "l2", 0.6, 0.5,
+    EmbeddingInfo("dlib_resnet_v1", "embedding", "l2", 0.6, 0.0, 0.5,
                   "dlib's 2017 ResNet, 128-D: dlib's own threshold 0.6; 0.5 keeps unknown groups pure "
-                  "(README, Unknown faces). Weak in an open set: 60.6% of strangers named with 225 enrolled."),
+                  "(README, Unknown faces). Weak in an open set: 56% of strangers named with 225 enrolled "
+                  "at 0.6 (training/reports/openset.md)."),
+    EmbeddingInfo("reid_0095", "embedding_reid_0095", "cosine", 0.6, 0.0, 0.5,
+                  "Intel Open Model Zoo face-reidentification-retail-0095, 256-D unit vectors: provisional "
+                  "thresholds until measured"),
 )}
 
 DEFAULT_EMBEDDING = "dlib_resnet_v1"

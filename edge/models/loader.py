@@ -5,20 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backends import ModelLoadError, load_backend
+from ..backends import ModelLoadError, file_format, load_backend
 from ..backends.select import Board, Runtimes, choose_backend, model_threads, probe_board, probe_runtimes
 from ..config import AppConfig
 from ..detect import Detector, Landmarker, detector_class
 from .age import AgeModel
 from .embedding import EmbeddingModel
+from .reid import ReidEmbeddingModel
 from .gender import GenderModel
 from .catalog import EMBEDDINGS
 from .manifest import load_manifest, model_files, verify_file
 
 # The class that runs each embedding model of the catalog (same interface: model_id, metric, predict_chips).
-EMBEDDING_CLASSES = {EmbeddingModel.model_id: EmbeddingModel}
+EMBEDDING_CLASSES = {model.model_id: model for model in (EmbeddingModel, ReidEmbeddingModel)}
 
-FORMAT_OF = {"onnxruntime": "onnx", "opencv": "onnx", "litert": "tflite"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def plan(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes | None =
         requested = override.get("embedding" if name == embedding_name else name) \
             or (cfg.models.detector_backend if name.startswith("mtcnn") else None) or cfg.models.backend
         key, why = choose_backend(board, runtimes, set(files), requested)
-        fmt = FORMAT_OF[key]
+        fmt = file_format(key)
         if fmt not in files:
             raise ModelLoadError(f"model {name}: backend {key} needs a {fmt} file, the manifest has {sorted(files)}")
         result.append((name, key, files[fmt], why))
