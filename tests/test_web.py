@@ -244,7 +244,8 @@ def test_port_in_use_costs_the_page_only(caplog):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        cfg = AppConfig.model_validate({"web": {"enabled": True, "port": taken.getsockname()[1]}})
+        # web.optional: the page is dispensable; without it the port stops start-up (tests/test_packaging.py).
+        cfg = AppConfig.model_validate({"web": {"enabled": True, "port": taken.getsockname()[1], "optional": True}})
         server = StatusServer(LiveOutputs(cfg, SimpleNamespace(timer=StageTimer(), faces_seen=0)), cfg.web)
         server.start()
     assert server.httpd is None
