@@ -26,8 +26,10 @@ log = logging.getLogger("edge")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (default: $EDGE_CONFIG, else /etc/edge/edge.yaml "
-                                                     "when present, else the shipped config/default.yaml)")
+    parser.add_argument("--config", type=Path, action="append",
+                        help="YAML config (default: $EDGE_CONFIG, else /etc/edge/edge.yaml when present, else the "
+                             "shipped config/default.yaml); repeatable: a later file changes the keys it names, "
+                             "e.g. --config /etc/edge/edge.yaml --config /etc/edge/cameras/door.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config key, e.g. --set mqtt.port=1884 (repeatable)")
 
@@ -116,14 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["edge", *argv])
-    config_file = args.config
-    if args.command == "demo" and not config_file:
+    files = list(args.config or [])
+    if args.command == "demo" and not files:
         # The demo is the shipped product on bundled data: never a service box's /etc/edge/edge.yaml.
-        config_file = os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG
-    path, why = config_source(config_file)
-    args.config_file = f"{path} ({why})"
+        files = [os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG]
+    if files:
+        args.config_file = " + ".join(str(f) for f in files) + " (--config)"
+    else:
+        path, why = config_source(None)
+        files, args.config_file = [path], f"{path} ({why})"
     try:
-        cfg = load_config(path, args.overrides)
+        cfg = load_config(files, args.overrides)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -333,6 +338,7 @@ def cmd_identities(cfg: AppConfig, args) -> int:
 
 def cmd_unknowns(cfg: AppConfig, args) -> int:
     from . import unknowns
+    from .snapshots import person_slug, thumbnail_dir
 
     store = _store(cfg, args)
     if args.action == "list":
@@ -345,7 +351,8 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
             for g in groups:
                 age = "age ?" if g["age"] is None else f"age {g['age']:.0f}"
                 print(f"cluster {g['cluster']}: {g['count']} track(s), {g['frames']} frames, {age}, "
-                      f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}")
+                      f"{g['gender'] or 'gender ?'}, first seen {g['first_seen']}, last seen {g['last_seen']}"
+                      + (f", thumbnail {g['thumbnail']}" if g["thumbnail"] else ""))
         return 0
     from .enroll import checked_name, forget_unknown_group, name_unknown_group
     name = checked_name(args.name) if args.action == "name" else None
@@ -353,6 +360,7 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
     if group is None:
         print(f"no unknown cluster {args.cluster} (see edge unknowns list)", file=sys.stderr)
         return 1
+    # Thumbnails are handled whether or not they are kept now: files left from when they were.
     if args.action == "name":
         count = name_unknown_group(cfg, store, group, name)
         print(f"enrolled {name} from {count} unknown track(s) of cluster {args.cluster}")

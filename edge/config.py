@@ -291,6 +291,9 @@ class MqttConfig(Section):
     key_file: Path | None = None
     keepalive: int = Field(30, ge=5, le=3600)
     qos: Literal[0, 1, 2] = 1
+    # v5: the broker's acknowledgement says when it refuses a message (an ACL), which then stays in the outbox.
+    # v3.1.1 only for a broker without MQTT 5 (Mosquitto < 1.6): it cannot say so, refused events are lost.
+    protocol: Literal["v5", "v3.1.1"] = "v5"
 
     @field_validator("prefix")
     @classmethod
@@ -411,6 +414,11 @@ class HomeAssistantConfig(Section):
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
     node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")   # null = device
+    # Entity names shown in Home Assistant: enrolled name -> display name; others are derived
+    # ("eileen_collins" -> "Eileen Collins").
+    display_names: dict[str, str] = {}
+    # Link on the device page; null = the status page when web.enabled, else none.
+    configuration_url: str | None = Field(None, pattern=r"^https?://")
 
     @field_validator("discovery_prefix")
     @classmethod
@@ -418,17 +426,43 @@ class HomeAssistantConfig(Section):
         return _topic_safe_path(value)
 
 
+FLEET_KEY_ENV = "EDGE_FLEET_KEY"
+
+
 class FleetConfig(Section):
     """Boxes sharing one gallery through retained, versioned messages on the broker (edge/fleet.py)."""
     enabled: bool = False
     topic: str = "edge-fleet/gallery"        # shared by every box of the fleet: one retained message per person
+    # The fleet's shared secret (HMAC-SHA256 over every message; README "Fleet trust model"): a file holding it,
+    # or the environment variable EDGE_FLEET_KEY, which wins. At least 16 bytes.
+    key_file: Path | None = None
+    # Without a key every message is taken on trust: only with this set explicitly.
+    allow_unsigned: bool = False
+    max_clock_skew_s: int = Field(300, ge=10, le=86400)   # live messages signed further from our clock are dropped
     max_message_bytes: int = Field(262144, ge=1024, le=16777216)
-    max_embeddings: int = Field(100, ge=1, le=10000)
+    max_embeddings: int = Field(100, ge=1, le=10000)     # per person in one message
+    max_people: int = Field(1000, ge=1, le=100000)       # people the fleet may enrol on this box
+    max_changes_per_s: float = Field(5.0, gt=0, le=1000)  # applied enrollments/forgets; the rest wait, coalesced
 
     @field_validator("topic")
     @classmethod
     def _topic_safe(cls, value: str) -> str:
         return _topic_safe_path(value)
+
+    @model_validator(mode="after")
+    def _key_or_explicitly_unsigned(self):
+        if self.enabled and not self.allow_unsigned and not self.key_file and not os.environ.get(FLEET_KEY_ENV):
+            raise ValueError(f"key_file: the fleet needs a shared key (fleet.key_file or {FLEET_KEY_ENV}); "
+                             "or set fleet.allow_unsigned: true to accept anyone who can publish on fleet.topic")
+        return self
+
+    def resolved_key(self) -> bytes | None:
+        """The key from EDGE_FLEET_KEY, then key_file (OSError when unreadable); None without one."""
+        if os.environ.get(FLEET_KEY_ENV):
+            return os.environ[FLEET_KEY_ENV].strip().encode()
+        if self.key_file:
+            return self.key_file.read_bytes().strip()
+        return None
 
 
 class SnapshotsConfig(Section):
@@ -557,9 +591,7 @@ def validate(data: Any) -> AppConfig:
         raise ConfigError(" ".join(_describe(exc.errors()[0]).splitlines())) from None
 
 
-def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
-    """Read YAML (`path`, else the one config_source finds), apply `--set` overrides, validate."""
-    path, why = config_source(path)
+def _read_yaml(path: Path, why: str = "--config") -> dict:
     try:
         text = path.read_text()
     except PermissionError:
@@ -575,9 +607,32 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config error: {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config error: {path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    """`changes` over `base`, section by section (a later file changes only the keys it names)."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def load_config(path: Path | str | list[Path | str] | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
+    """Read YAML (several files: each later one changes the keys it names, e.g. a box-wide file then a
+    per-camera one; none: the one config_source finds), apply `--set` overrides, validate."""
+    if isinstance(path, (list, tuple)) and path:
+        sources = [(Path(p), "--config") for p in path]
+    else:
+        sources = [config_source(None if isinstance(path, (list, tuple)) else path)]
+    data: dict = {}
+    for one, why in sources:
+        data = _merge(data, _read_yaml(one, why))
     for assignment in overrides:
         apply_override(data, assignment)
     return validate(data)

@@ -155,7 +155,9 @@ class Daemon:
                 last_status = now
                 fps = len(fps_window) / 5.0
                 depth = self.store.outbox_depth() if self.publisher else 0
-                self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker)} faces, outbox {depth}")
+                refused = f" (broker refuses {', '.join(sorted(self.publisher.refused))})" \
+                    if self.publisher and self.publisher.refusing else ""
+                self.notifier.status(f"{fps:.1f} fps, {len(self.pipeline.tracker)} faces, outbox {depth}{refused}")
                 if self.fleet:
                     self.fleet.share_local_changes()     # people enrolled or forgotten by another process
                 if self.homeassistant:

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .images import MAX_BYTES, ImageError, decode_image
+from . import unknowns
 from .snapshots import erase_thumbnails, person_slug, thumbnail_dir
 
 NAME_RULE = "1-100 characters, no '/', '#', '+' or line breaks"
@@ -160,27 +161,17 @@ def forget_person(cfg, store, name: str) -> bool:
     return True
 
 
-def track_thumbnails(cfg, tracks: Iterable[str]) -> list[tuple[str, Path]]:
-    """(track, file) of the kept face crops of these tracks (snapshots writes <track>_<person slug>.jpg)."""
-    folder = thumbnail_dir(cfg)
-    if not folder.is_dir():
-        return []
-    return [(track, p) for track in tracks for p in sorted(folder.glob(f"{track}_*.jpg"))]
-
-
 def name_unknown_group(cfg, store, group, name: str) -> int:
     """Enrol a group of unknown tracks (edge/unknowns.py Cluster) as `name`; their thumbnails become the
     person's, so forgetting the person erases them. Raises BadName."""
     name = checked_name(name)
     count = store.enroll_unknowns(name, group.ids)
-    for track, path in track_thumbnails(cfg, group.tracks):
-        path.replace(path.with_name(f"{track}_{person_slug(name)}.jpg"))
+    unknowns.rename_thumbnails(thumbnail_dir(cfg), group.tracks, person_slug(name))
     return count
 
 
 def forget_unknown_group(cfg, store, group) -> int:
     """Erase a group of unknown tracks: their embeddings, then their thumbnails."""
     count = store.forget_unknowns(group.ids)
-    for _, path in track_thumbnails(cfg, group.tracks):
-        path.unlink(missing_ok=True)
+    unknowns.erase_thumbnails(thumbnail_dir(cfg), group.tracks)
     return count

@@ -11,6 +11,8 @@ import hashlib
 import json
 import logging
 import re
+import socket
+import time
 
 from . import __version__
 from .config import AppConfig
@@ -20,6 +22,37 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 16384       # our own configs are < 1 KiB; anything bigger on our topics is not ours
+# However many births arrive (anyone may publish on <discovery_prefix>/status), one re-announcement per
+# this many seconds: 2000 births/s used to queue ~95k configs ahead of the events (latency 0.01 -> 30 s).
+ANNOUNCE_EVERY_S = 5.0
+
+MAX_STATE_BYTES = 1024         # a name is at most 100 characters
+# Home Assistant reads the payload "unknown" as its own "no value" and "None" as "clear the state", so an
+# unrecognised face is called by a word of our own.
+STRANGER = "stranger"
+NO_VALUE = "None"
+FACE_EVENT_TYPES = ["identified", "unknown"]
+
+
+def display_name(name: str, overrides: dict[str, str] | None = None) -> str:
+    """The name Home Assistant shows: an override, else "eileen_collins" -> "Eileen Collins" (a name typed
+    with capitals, "Bob Smith" or "McDonald", is kept as typed apart from underscores)."""
+    if overrides and name in overrides:
+        return overrides[name]
+    spaced = " ".join(name.replace("_", " ").split()) or name
+    return spaced.title() if spaced == spaced.lower() else spaced
+
+
+def status_page_url(cfg: AppConfig) -> str | None:
+    """Where Home Assistant's device page links to: the configured URL, else the status page when served."""
+    if cfg.homeassistant.configuration_url:
+        return cfg.homeassistant.configuration_url
+    if not cfg.web.enabled:
+        return None
+    host = cfg.web.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()      # listening everywhere: the box's name is what others can reach
+    return f"http://{f'[{host}]' if ':' in host else host}:{cfg.web.port}/"
 
 
 def presence_object_id(name: str) -> str:
@@ -38,9 +71,20 @@ class HomeAssistant:
         prefix = cfg.mqtt.prefix
         self.state_root = f"{prefix}/state"
         self.diagnostics_topic = f"{prefix}/diagnostics"
+        # Not retained: an event, not a state (Home Assistant keeps the last one itself).
+        self.face_event_topic = f"{prefix}/face_event"
+        self.last_person_attributes_topic = f"{self.state_root}/last_person_attributes"
+        # The image entity follows every snapshot topic (<prefix>/snapshot/<name>), so it shows the latest.
+        self.snapshot_topic = f"{prefix}/snapshot/+" if cfg.snapshots.enabled else None
+        self.display_names = cfg.homeassistant.display_names
+        self.camera = cfg.camera
         self.device = {"identifiers": [f"edge_{self.node_id}"], "name": cfg.device,
                        "manufacturer": "edge-face-appliance", "model": f"Edge face appliance ({cfg.camera})",
                        "sw_version": __version__}
+        url = status_page_url(cfg)
+        if url:
+            self.device["configuration_url"] = url
+        self.arrivals = 0                          # face_identified events so far, in attributes
         self.origin = {"name": "edge-face-appliance", "sw_version": __version__}
         self.availability = [{"topic": publisher.status_topic, "payload_available": "online",
                               "payload_not_available": "offline"}]
@@ -49,19 +93,27 @@ class HomeAssistant:
         self.track_names: dict[str, str] = {}      # open track -> identified name
         self.states: dict[str, str] = {f"{self.state_root}/people_present": "0"}
         publisher.on_connected(self.announce)
-        # Home Assistant's birth message: it restarted and may have lost what it knew.
+        # Home Assistant's birth message: it restarted and may have lost what it knew. Births only mark
+        # a re-announcement as due; _announce_if_due() sends it, coalesced, from the publisher's pump.
+        self._announced_at = float("-inf")
+        self._announce_due = False
+        self.births = 0
         publisher.subscribe(f"{self.discovery_prefix}/status", self._on_home_assistant_status)
+        publisher.on_pump(self._announce_if_due)
         # Our retained presence configs as the broker holds them: ones for people no longer enrolled
         # (forgotten while the daemon was down) are removed there.
         publisher.subscribe(f"{self.discovery_prefix}/binary_sensor/{self.node_id}/+/config", self._on_own_config)
+        # Our retained last person as the broker holds it: someone forgotten while the daemon was down is erased.
+        publisher.subscribe(f"{self.state_root}/last_person", self._on_own_last_person)
 
     # --- discovery ---------------------------------------------------------------------------
     def config_topic(self, component: str, object_id: str) -> str:
         return f"{self.discovery_prefix}/{component}/{self.node_id}/{object_id}/config"
 
-    def _entity(self, object_id: str, name: str, state_topic: str, **extra) -> dict:
-        return {"name": name, "unique_id": f"edge_{self.node_id}_{object_id}", "state_topic": state_topic,
-                "availability": self.availability, "device": self.device, "origin": self.origin, **extra}
+    def _entity(self, object_id: str, name: str, state_topic: str | None, **extra) -> dict:
+        config = {"name": name, "unique_id": f"edge_{self.node_id}_{object_id}", "state_topic": state_topic,
+                  "availability": self.availability, "device": self.device, "origin": self.origin, **extra}
+        return {key: value for key, value in config.items() if value is not None}
 
     def fixed_entities(self) -> list[tuple[str, str, dict]]:
         """(component, object_id, config) of the sensors every box has."""
@@ -70,8 +122,10 @@ class HomeAssistant:
         return [
             ("sensor", "people_present", self._entity("people_present", "People present", f"{root}/people_present",
                                                       state_class="measurement", icon="mdi:account-group")),
+            # force_update + attributes (time, track, arrival count): two strangers in a row are two updates.
             ("sensor", "last_person", self._entity("last_person", "Last identified person", f"{root}/last_person",
-                                                   icon="mdi:account-check")),
+                                                   icon="mdi:account-check", force_update=True,
+                                                   json_attributes_topic=self.last_person_attributes_topic)),
             ("sensor", "last_age", self._entity("last_age", "Last age", f"{root}/last_age",
                                                 unit_of_measurement="years", state_class="measurement",
                                                 icon="mdi:cake-variant")),
@@ -82,19 +136,28 @@ class HomeAssistant:
                                            state_class="measurement", **diagnostic)),
             ("sensor", "status", self._entity("status", "Status", self.diagnostics_topic,
                                               value_template="{{ value_json.status }}", **diagnostic)),
-        ]
+            # Fired on every face_identified: {"event_type": "identified" | "unknown", "name", ...} (attributes).
+            ("event", "face", self._entity("face", "Face", self.face_event_topic, event_types=FACE_EVENT_TYPES,
+                                           icon="mdi:face-recognition")),
+        ] + ([("image", "last_snapshot", self._entity("last_snapshot", "Last snapshot", None,
+                                                      image_topic=self.snapshot_topic, content_type="image/jpeg"))]
+             if self.snapshot_topic else [])
 
     def person_entity(self, name: str) -> tuple[str, str, dict]:
         object_id = presence_object_id(name)
         return ("binary_sensor", object_id,
-                self._entity(object_id, f"{name} present", f"{self.state_root}/presence/{object_id}",
+                self._entity(object_id, f"{display_name(name, self.display_names)} present",
+                             f"{self.state_root}/presence/{object_id}",
                              device_class="occupancy", payload_on="ON", payload_off="OFF"))
 
     def announce(self) -> None:
         """Every config, then every state; runs on each (re)connect."""
+        self._announced_at, self._announce_due = time.monotonic(), False
         self.people = {name: presence_object_id(name) for name in self._enrolled()}
         for component, object_id, config in self.fixed_entities() + [self.person_entity(n) for n in self.people]:
             self.publisher.publish_now(self.config_topic(component, object_id), json.dumps(config))
+        if self.snapshot_topic is None:      # snapshots switched off since: the image entity goes
+            self.publisher.publish_now(self.config_topic("image", "last_snapshot"), "")
         self._presence_states()
         for topic, value in self.states.items():
             self.publisher.publish_now(topic, value)
@@ -109,6 +172,9 @@ class HomeAssistant:
             topic = f"{self.state_root}/presence/{object_id}"
             self.states.pop(topic, None)
             self.publisher.publish_now(topic, "")
+            self.track_names = {track: who for track, who in self.track_names.items() if who != name}
+            if self.states.get(f"{self.state_root}/last_person") == name:
+                self._erase_last_person(name)
         for name in sorted(enrolled - set(self.people)):
             component, object_id, config = self.person_entity(name)
             self.people[name] = object_id
@@ -120,10 +186,30 @@ class HomeAssistant:
 
     def _on_home_assistant_status(self, topic: str, payload: bytes, retained: bool) -> None:
         if payload == b"online":
+            self.births += 1
+            self._announce_due = True
+
+    def _announce_if_due(self) -> None:
+        if self._announce_due and time.monotonic() - self._announced_at >= ANNOUNCE_EVERY_S:
             self.announce()
+
+    def _erase_last_person(self, name: str) -> None:
+        """A forgotten person's name leaves the retained last-person state (Home Assistant shows no value)."""
+        log.info("Home Assistant: erasing %s from the last identified person", name)
+        self._set("last_person", NO_VALUE)
+        self.publisher.publish_now(self.last_person_attributes_topic, "{}")
+
+    def _on_own_last_person(self, topic: str, payload: bytes, retained: bool) -> None:
+        if not retained or not payload or len(payload) > MAX_STATE_BYTES:
+            return        # live copies of our own messages, a cleared topic, or not ours
+        name = payload.decode("utf-8", "replace")
+        if name not in (STRANGER, NO_VALUE) and name not in self._enrolled():
+            self._erase_last_person(name)
 
     def _on_own_config(self, topic: str, payload: bytes, retained: bool) -> None:
         object_id = topic.split("/")[-2]
+        if not retained:
+            return       # only the broker's stored configs at subscription time; live ones are nobody's cue to act
         if not payload or len(payload) > MAX_CONFIG_BYTES or not object_id.startswith("presence_"):
             return
         if object_id not in self.people.values():
@@ -144,13 +230,33 @@ class HomeAssistant:
             identity = event.get("identity")
             if identity:
                 self.track_names[track] = identity["name"]
-            self._set("last_person", identity["name"] if identity else "unknown")
+            self._arrival(event)
             if event.get("age") is not None:
                 self._set("last_age", f"{event['age']:.0f}")
             if event.get("gender"):
                 self._set("last_gender", event["gender"]["label"])
         self._set("people_present", str(len(self.open_tracks)))
         self._presence_states()
+
+    def _arrival(self, event: dict) -> None:
+        """One face decided: the face event, and the last person with attributes that differ every time."""
+        identity = event.get("identity")
+        name = identity["name"] if identity else None
+        gender = event.get("gender") or {}
+        self.arrivals += 1
+        details = {"name": name, "display_name": display_name(name, self.display_names) if name else None,
+                   "similarity": identity.get("similarity") if identity else None,
+                   "age": None if event.get("age") is None else round(event["age"]),
+                   "gender": gender.get("label"), "camera": event.get("camera", self.camera),
+                   "track_id": event.get("track_id"), "timestamp": event.get("timestamp")}
+        self.publisher.publish_now(self.face_event_topic, json.dumps(
+            {"event_type": "identified" if name else "unknown", **details}), retain=False)
+        self.publisher.publish_now(self.last_person_attributes_topic, json.dumps(
+            {**details, "arrival": self.arrivals, "at": round(time.time(), 3)}))
+        # Published every time (not only on change): Home Assistant records each arrival (force_update).
+        topic = f"{self.state_root}/last_person"
+        self.states[topic] = name or STRANGER
+        self.publisher.publish_now(topic, self.states[topic])
 
     def tick(self, fps: float, faces: int, outbox: int) -> None:
         """Diagnostics, from the daemon's status timer."""

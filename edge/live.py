@@ -79,6 +79,7 @@ class LiveOutputs:
         self._events_lock = threading.Lock()
         self._frame_times: deque[float] = deque()
         self._faces_seen = pipeline.faces_seen
+        self._refused_seen = 0
         self._slow_at = self._people_at = float("-inf")
         self._grabber = self._publisher = None
         # Imported here: a daemon without a kiosk must not need tkinter, one without a page no HTTP server.
@@ -114,6 +115,9 @@ class LiveOutputs:
                 self._people_at = now
                 self.people = store.identities()
             self.metrics.outbox_depth.set(self.outbox_depth)
+            if self._publisher is not None:
+                self.metrics.mqtt_refused.inc(self._publisher.refused_count - self._refused_seen)
+                self._refused_seen = self._publisher.refused_count
         if frame is None:
             return
         self.frames += 1
@@ -148,6 +152,8 @@ class LiveOutputs:
 
     def status_line(self, faces: int) -> str:
         broker = {"connected": "MQTT ok", "disconnected": "MQTT DOWN", "disabled": "MQTT off"}[self.broker_state()]
+        if self._publisher is not None and self._publisher.refusing:
+            broker = "MQTT REFUSED"
         return (f"{self.cfg.camera}  {self.fps():.1f} fps  {faces} face{'s' if faces != 1 else ''}  {broker}  "
                 f"outbox {self.outbox_depth}  {datetime.now():%H:%M:%S}")
 
@@ -161,5 +167,6 @@ class LiveOutputs:
         camera = self.camera_state()
         ok = camera == "connected" and age is not None and age < STALE_FRAME_S
         return {"status": "ok" if ok else "failing", "camera": camera, "broker": self.broker_state(),
-                "last_frame_age_s": age, "outbox_depth": self.outbox_depth, "frames": self.frames,
+                "last_frame_age_s": age, "outbox_depth": self.outbox_depth,
+                "broker_refuses": sorted(self._publisher.refused) if self._publisher is not None else [], "frames": self.frames,
                 "fps": round(self.fps(), 2), "uptime_s": round(time.monotonic() - self.started, 1)}

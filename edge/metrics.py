@@ -33,6 +33,9 @@ class Metrics:
                                       "(0 also when MQTT is disabled)", registry=registry)
         self.last_frame_age = Gauge("edge_last_frame_age_seconds", "Seconds since the last processed frame "
                                     "(-1 before the first)", registry=registry)
+        self.mqtt_refused = Counter("edge_mqtt_refused", "Messages the broker refused (MQTT v5 PUBACK reason "
+                                    ">= 0x80, e.g. an ACL); events stay in the outbox and are retried",
+                                    registry=registry)
         for kind in ("face_appeared", "face_identified", "face_left"):
             self.events.labels(kind)       # present at 0 from the start: rate() needs the series to exist
 

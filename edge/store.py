@@ -21,6 +21,11 @@ from .identify import Gallery
 from .models.catalog import LEGACY_MODEL
 
 
+# Several daemons may share one database (one per camera, README "Several cameras on one box"); each sends
+# the others' queued events only once they have waited this long.
+OTHERS_AFTER_S = 30.0
+
+
 class StoreError(RuntimeError):
     """The database cannot be opened or written (read-only, disk full, corrupt)."""
 
@@ -67,8 +72,15 @@ def _embedding_models(db: sqlite_utils.Database) -> None:
     db["embeddings"].create_index(["model"])
 
 
+def _unknown_groups(db: sqlite_utils.Database) -> None:
+    """Stable ids for groups of unknown faces (edge/unknowns.py): each unknown row remembers its group, and
+    new groups take the next value of a counter that never goes back, so an id is never given out twice."""
+    db["unknowns"].add_column("group_id", int)
+    db["counters"].create({"name": str, "value": int}, pk="name")
+
+
 # Append-only: migration N brings a database from version N-1 to N.
-MIGRATIONS = [_v1, _unknowns_table, _fleet_versions, _embedding_models]
+MIGRATIONS = [_v1, _unknowns_table, _fleet_versions, _embedding_models, _unknown_groups]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -102,7 +114,7 @@ class Store:
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             connection = sqlite3.connect(str(self.path), timeout=10, isolation_level=None)
             self.db = sqlite_utils.Database(connection)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal()
             # NORMAL in WAL keeps the database consistent across power loss; a cut may lose
             # the last transaction only, and the outbox is written before publishing anyway.
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -119,6 +131,20 @@ class Store:
         self._galleries: dict[str, Gallery] = {}      # per embedding model
         self._gallery_data_version: int | None = None
 
+    def _enable_wal(self, wait_s: float = 10.0) -> None:
+        # A new file switches to WAL once; while another process does it (a second camera's daemon starting
+        # at the same moment) SQLite answers "database is locked" at once instead of waiting: 5 of 240
+        # simultaneous opens failed so before this loop.
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -126,6 +152,10 @@ class Store:
         for number in range(version, SCHEMA_VERSION):
             with self.db.conn:
                 self.db.execute("BEGIN IMMEDIATE")
+                # Another process on the same file (a second camera's daemon starting at the same time)
+                # may have run this migration between our first look and our lock.
+                if self.db.execute("PRAGMA user_version").fetchone()[0] > number:
+                    continue
                 MIGRATIONS[number](self.db)
                 self.db.execute(f"PRAGMA user_version = {number + 1}")
 
@@ -200,8 +230,9 @@ class Store:
         row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
         return row[0] if row else None
 
-    def forget(self, name: str) -> bool:
-        """Erase a person: embeddings, sightings, outbox events naming them, then VACUUM the bytes away."""
+    def forget(self, name: str, vacuum: bool = True) -> bool:
+        """Erase a person: embeddings, sightings, outbox events naming them, then VACUUM the bytes away
+        (`vacuum=False`: the caller runs erase_free_pages() once after a batch, edge/fleet.py)."""
         identity_id = self.identity_id(name)
         if identity_id is None:
             return False
@@ -211,9 +242,14 @@ class Store:
                 self.db.execute(f"DELETE FROM {table} WHERE identity_id = ?", [identity_id])
             self.db.execute("DELETE FROM identities WHERE id = ?", [identity_id])
         self._write(write)
-        self._erase_free_pages()
+        if vacuum:
+            self._erase_free_pages()
         self._galleries.clear()
         return True
+
+    def erase_free_pages(self) -> None:
+        """VACUUM after forgets made with vacuum=False."""
+        self._erase_free_pages()
 
     def _erase_free_pages(self) -> None:
         # Deleted rows linger in free pages and the WAL until rewritten.
@@ -254,9 +290,23 @@ class Store:
                                             alter=False)
         self._write(write)
 
-    def pending(self, limit: int = 100, exclude: set[int] = frozenset()) -> list[OutboxEvent]:
-        rows = self.db.execute("SELECT id, event_id, topic, payload, retain FROM outbox ORDER BY id LIMIT ?",
-                               [limit + len(exclude)]).fetchall()
+    def pending(self, limit: int = 100, exclude: set[int] = frozenset(), skip_topics: frozenset[str] = frozenset(),
+                own_prefix: str | None = None, others_after_s: float = OTHERS_AFTER_S) -> list[OutboxEvent]:
+        """The oldest undelivered rows. `skip_topics`: topics the broker refused lately (edge/publish.py backs
+        off). With `own_prefix`, the rows of a daemon sharing this database with others (one per camera) are
+        its own topics', fleet state (retained, anyone's to send), and rows the others have left for
+        `others_after_s` (stopped or cut off): each event is sent once, none is stranded."""
+        skip = sorted(skip_topics)
+        clauses, params = [], []
+        if skip:
+            clauses.append(f"topic NOT IN ({','.join('?' * len(skip))})")
+            params += skip
+        if own_prefix is not None:
+            clauses.append("(substr(topic, 1, ?) = ? OR retain = 1 OR created_at < ?)")
+            params += [len(own_prefix), own_prefix, time.time() - others_after_s]
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        rows = self.db.execute(f"SELECT id, event_id, topic, payload, retain FROM outbox {where}ORDER BY id LIMIT ?",
+                               params + [limit + len(exclude)]).fetchall()
         return [OutboxEvent(*r) for r in rows if r[0] not in exclude][:limit]
 
     def delivered(self, outbox_ids: list[int]) -> None:
@@ -264,8 +314,12 @@ class Store:
             self._write(lambda: self.db.execute(
                 f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(outbox_ids))})", outbox_ids))
 
-    def outbox_depth(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    def outbox_depth(self, own_prefix: str | None = None) -> int:
+        """Rows waiting; with `own_prefix`, only those on its topics and fleet state (see `pending`)."""
+        if own_prefix is None:
+            return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM outbox WHERE substr(topic, 1, ?) = ? OR retain = 1",
+                               [len(own_prefix), own_prefix]).fetchone()[0]
 
     def purge_sightings(self, retention_days: int, now: float | None = None) -> int:
         cutoff = (now or time.time()) - retention_days * 86400
@@ -292,6 +346,31 @@ class Store:
         for row in rows:
             row["vector"] = np.frombuffer(row["vector"], np.float32)
         return rows
+
+    def group_unknowns(self, grouping, model: str | None = None) -> list[tuple[int, list[dict]]]:
+        """Group every unknown face (of embedding model `model` when given) and store each face's group id, in
+        one transaction (so two listings at once cannot give one group two ids). `grouping(rows)` gets the
+        rows of `unknown_faces(model)` and returns
+        [(group id, or None for a new group, [rows])]; new groups take the next ids of a counter that never
+        goes back. Returns [(group id, [rows])] in the order `grouping` gave."""
+        def write():
+            groups = grouping(self.unknown_faces(model))
+            row = self.db.execute("SELECT value FROM counters WHERE name = 'unknown_group'").fetchone()
+            last = start = row[0] if row else 0
+            numbered = []
+            for group_id, rows in groups:
+                if group_id is None:
+                    last += 1
+                    group_id = last
+                numbered.append((group_id, rows))
+            if last != start:
+                self.db.execute("INSERT INTO counters (name, value) VALUES ('unknown_group', ?) "
+                                "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [last])
+            self.db.conn.executemany("UPDATE unknowns SET group_id = ? WHERE id = ?",
+                                     [(group_id, r["id"]) for group_id, rows in numbered for r in rows
+                                      if r["group_id"] != group_id])
+            return numbered
+        return self._write(write)
 
     def enroll_unknowns(self, name: str, ids: list[int]) -> int:
         """Enrol the given unknown tracks as `name` (their embeddings join the gallery, their past

@@ -75,6 +75,8 @@ sed -e 's|^  path: null .*|  path: /var/lib/edge/edge.db   # the service'"'"'s d
     "$SRC/config/default.yaml" > "$template"
 grep -q '^  path: /var/lib/edge/edge.db' "$template" || { echo "install.sh: store.path not found in config/default.yaml" >&2; exit 1; }
 install -d -m 0750 "$ETC"
+# Per-camera changes for edge@<camera>.service (README "Several cameras on one box").
+install -d -m 0750 "$ETC/cameras"
 # edge.yaml.dist is the copy this script last wrote: equal to edge.yaml means nobody has edited it yet.
 if [ ! -e "$ETC/edge.yaml" ] || { [ -e "$ETC/edge.yaml.dist" ] && cmp -s "$ETC/edge.yaml" "$ETC/edge.yaml.dist"; }; then
   install -m 0640 "$template" "$ETC/edge.yaml"      # new, or never edited: follows the shipped defaults
@@ -94,6 +96,8 @@ fi
 # 4. The unit; started only once the config was edited.
 install -d -m 0755 "$UNITDIR"
 install -m 0644 "$SRC/systemd/edge.service" "$UNITDIR/edge.service"
+# One process per camera instead (README "Several cameras"): edge@<camera>, reading /etc/edge/cameras/<camera>.yaml.
+install -m 0644 "$SRC/systemd/edge@.service" "$UNITDIR/edge@.service"
 if [ -n "$DESTDIR" ] || [ ! -d /run/systemd/system ]; then
   if [ "$configured" = 1 ]; then state="edited"; else state="not edited yet: do not start the service before it is"; fi
   echo "installed to ${DESTDIR:-/} (/etc/edge/edge.yaml $state); systemd is not running here"

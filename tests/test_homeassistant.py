@@ -7,15 +7,15 @@ import time
 
 import numpy as np
 
-from conftest import Subscriber, pump_until
+from conftest import Subscriber, free_port, pump_until
 from edge.config import validate
-from edge.homeassistant import HomeAssistant, presence_object_id
+from edge.homeassistant import HomeAssistant, display_name, presence_object_id
 from edge.publish import Publisher
 from edge.store import Store
 from edge_process import EdgeProcess, base_args
 
 # Keys Home Assistant's MQTT discovery needs to tie an entity to one device and its availability.
-REQUIRED = ("name", "unique_id", "state_topic", "availability", "device", "origin")
+REQUIRED = ("name", "unique_id", "availability", "device", "origin")
 
 
 def retained(port: int, topic: str, client_id: str, settle_s: float = 1.0) -> dict[str, bytes]:
@@ -40,7 +40,8 @@ def test_daemon_announces_device_entities_and_states(broker, subscriber_factory,
     found = configs(retained(broker.port, "homeassistant/#", "ha-newcomer"))
     by_id = {t.split("/")[3]: (t.split("/")[1], c) for t, c in found.items()}
     person = presence_object_id("eileen_collins")
-    assert {"people_present", "last_person", "last_age", "last_gender", "fps", "status", person} <= set(by_id)
+    assert {"people_present", "last_person", "last_age", "last_gender", "fps", "status", "face", person} \
+        == set(by_id)          # no image entity while snapshots are off
     for topic, config in found.items():
         assert topic.startswith("homeassistant/") and topic.split("/")[2] == "test-box"
         for key in REQUIRED:
@@ -48,11 +49,38 @@ def test_daemon_announces_device_entities_and_states(broker, subscriber_factory,
         assert config["availability"] == [{"topic": "door1/status", "payload_available": "online",
                                            "payload_not_available": "offline"}]
         assert config["device"]["identifiers"] == ["edge_test-box"] and config["device"]["name"] == "test-box"
+        assert "configuration_url" not in config["device"]          # the status page is off
         assert config["state_topic"].startswith("door1/")
     assert len({c["unique_id"] for c in found.values()}) == len(found)
     assert by_id[person][0] == "binary_sensor" and by_id[person][1]["device_class"] == "occupancy"
+    assert by_id[person][1]["name"] == "Eileen Collins present"
     assert by_id["fps"][1]["entity_category"] == by_id["status"][1]["entity_category"] == "diagnostic"
     assert by_id["last_gender"][1]["device_class"] == "enum"
+    assert by_id["last_gender"][1]["options"] == ["female", "male"]
+    assert by_id["face"][0] == "event" and by_id["face"][1]["event_types"] == ["identified", "unknown"]
+    last_person = by_id["last_person"][1]
+    assert last_person["force_update"] is True and last_person["json_attributes_topic"].startswith("door1/state/")
+
+    # Every decision fires the event entity, with the person (or none) and the estimates as attributes.
+    decided = [e for e in daemon.events if e["type"] == "face_identified"]
+    fired = [json.loads(p) for p in live.payloads(by_id["face"][1]["state_topic"])]
+    assert len(fired) == len(decided) >= 3
+    for event, payload in zip(decided, fired):
+        assert payload["event_type"] in by_id["face"][1]["event_types"]
+        assert payload["track_id"] == event["track_id"] and payload["camera"] == "camera"
+        if event["identity"]:
+            assert payload["event_type"] == "identified" and payload["name"] == event["identity"]["name"]
+            assert payload["display_name"] == "Eileen Collins" and 0.4 < payload["similarity"] <= 1
+        else:
+            assert payload["event_type"] == "unknown" and payload["name"] is None
+        assert payload["gender"] == event["gender"]["label"] and payload["age"] == round(event["age"])
+    # The last person changes on every arrival: never Home Assistant's "unknown", a stranger is "stranger",
+    # and each arrival brings new attributes (arrival number, time), so two strangers in a row are two updates.
+    states = live.payloads("door1/state/last_person")
+    assert len(states) == len(decided) and b"unknown" not in states
+    assert states == [e["identity"]["name"].encode() if e["identity"] else b"stranger" for e in decided]
+    attributes = [json.loads(p) for p in live.payloads(last_person["json_attributes_topic"])]
+    assert [a["arrival"] for a in attributes] == list(range(1, len(decided) + 1))
 
     # States as they happened, then as the broker keeps them after a clean stop.
     presence_topic = by_id[person][1]["state_topic"]
@@ -72,8 +100,8 @@ def test_daemon_announces_device_entities_and_states(broker, subscriber_factory,
     assert not [t for t, _, _ in live.messages if "/snapshot" in t]
 
 
-def _box(tmp_path, port: int, device: str = "hall") -> tuple[Store, Publisher, HomeAssistant]:
-    cfg = validate({"device": device, "mqtt": {"host": "127.0.0.1", "port": port, "prefix": "hall"}})
+def _box(tmp_path, port: int, device: str = "hall", **sections) -> tuple[Store, Publisher, HomeAssistant]:
+    cfg = validate({"device": device, "mqtt": {"host": "127.0.0.1", "port": port, "prefix": "hall"}, **sections})
     store = Store(tmp_path / "edge.db")
     publisher = Publisher(cfg.mqtt, cfg.device, store)
     return store, publisher, HomeAssistant(cfg, publisher, store)
@@ -135,3 +163,98 @@ def test_configs_come_back_after_broker_loses_them_and_on_home_assistant_birth(b
     assert pump_until(publisher, lambda: publisher.connected.is_set(), timeout=40)
     assert pump_until(publisher, lambda: topic in retained(broker.port, "homeassistant/#", "reconnect", 0.3))
     publisher.stop()
+
+
+def identified(track: str, name: str | None) -> list[dict]:
+    """A track's events as the daemon emits them (only the fields Home Assistant reads)."""
+    identity = {"name": name, "similarity": 0.8} if name else None
+    return [{"type": "face_appeared", "track_id": track},
+            {"type": "face_identified", "track_id": track, "identity": identity, "age": 30.4,
+             "gender": {"label": "female", "confidence": 0.9}, "camera": "door",
+             "timestamp": "2026-11-30T06:00:00+00:00"}]
+
+
+def test_forgotten_person_is_erased_from_the_last_identified_person(broker, tmp_path):
+    store, publisher, ha = _box(tmp_path, broker.port)
+    rng = np.random.default_rng(2)
+    for name in ("alice", "bob"):
+        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"], model="dlib_resnet_v1")
+    publisher.start()
+    assert pump_until(publisher, lambda: ha.people.keys() == {"alice", "bob"})
+    state, attributes = "hall/state/last_person", "hall/state/last_person_attributes"
+    for event in identified("t1", "bob") + identified("t2", None) + identified("t3", "alice"):
+        ha.observe(event)
+    pump_until(publisher, lambda: False, timeout=0.5)
+    held = retained(broker.port, "hall/state/#", "before-forget")
+    assert held[state] == b"alice" and json.loads(held[attributes])["name"] == "alice"
+
+    # Forgotten while running: the next status tick erases the name (Home Assistant shows no value).
+    store.forget("alice")
+    ha.tick(fps=3.0, faces=0, outbox=0)
+    pump_until(publisher, lambda: False, timeout=0.5)
+    held = retained(broker.port, "hall/state/#", "after-forget")
+    assert held[state] == b"None" and json.loads(held[attributes]) == {}
+    assert b"alice" not in b"".join(held.values())
+
+    # Forgotten while the daemon was down: the retained name is found and erased at the next start.
+    ha.observe(identified("t4", "bob")[1])
+    pump_until(publisher, lambda: retained(broker.port, state, "bob-last", 0.3).get(state) == b"bob")
+    publisher.stop()
+    store.forget("bob")
+    store.close()
+    store, publisher, ha = _box(tmp_path, broker.port)
+    publisher.start()
+    assert pump_until(publisher, lambda: retained(broker.port, state, "restart", 0.3).get(state) == b"None")
+    assert b"bob" not in b"".join(retained(broker.port, "hall/state/#", "restart-all").values())
+    # A stranger as the last person is no name to erase: it stays.
+    ha.observe(identified("t5", None)[1])
+    pump_until(publisher, lambda: False, timeout=0.5)
+    publisher.stop()
+    store, publisher, ha = _box(tmp_path, broker.port)
+    publisher.start()
+    pump_until(publisher, lambda: False, timeout=1.0)
+    assert retained(broker.port, state, "stranger-kept").get(state) == b"stranger"
+    publisher.stop()
+
+
+def test_status_page_link_snapshot_image_and_display_names(broker, tmp_path):
+    port = free_port()
+    store, publisher, ha = _box(tmp_path, broker.port, web={"enabled": True, "port": port},
+                                snapshots={"enabled": True},
+                                homeassistant={"display_names": {"eileen_collins": "Aunt Eileen"}})
+    rng = np.random.default_rng(3)
+    for name in ("eileen_collins", "grace_hopper", "Bob  McDonald"):
+        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"], model="dlib_resnet_v1")
+    publisher.start()
+    assert pump_until(publisher, lambda: len(ha.people) == 3)
+    pump_until(publisher, lambda: False, timeout=0.5)
+    found = configs(retained(broker.port, "homeassistant/#", "links"))
+    assert {c["device"]["configuration_url"] for c in found.values()} == {f"http://127.0.0.1:{port}/"}
+    names = {c["name"] for t, c in found.items() if "/binary_sensor/" in t}
+    assert names == {"Aunt Eileen present", "Grace Hopper present", "Bob McDonald present"}
+    image = found["homeassistant/image/hall/last_snapshot/config"]
+    assert image["content_type"] == "image/jpeg" and "state_topic" not in image
+    # The image topic is a filter over every snapshot topic: the newest snapshot is the entity's picture.
+    watcher = Subscriber(broker.port, topic=image["image_topic"], client_id="ha-image")
+    jpeg = b"\xff\xd8\xff\xe0 a face"
+    publisher.publish_now("hall/snapshot/grace_hopper", jpeg, retain=False)
+    assert watcher.wait_for(lambda w: w.payloads("hall/snapshot/grace_hopper") == [jpeg], timeout=5)
+    watcher.close()
+    publisher.stop()
+
+    # Snapshots switched off later: the image entity is removed, the others stay.
+    store.close()
+    store, publisher, ha = _box(tmp_path, broker.port)
+    publisher.start()
+    assert pump_until(publisher, lambda: "homeassistant/image/hall/last_snapshot/config"
+                      not in retained(broker.port, "homeassistant/#", "no-image", 0.3))
+    assert "homeassistant/event/hall/face/config" in retained(broker.port, "homeassistant/#", "event-stays")
+    publisher.stop()
+
+
+def test_display_names():
+    assert display_name("eileen_collins") == "Eileen Collins"
+    assert display_name("alice") == "Alice"
+    assert display_name("Bob Smith") == "Bob Smith" and display_name("McDonald_jr") == "McDonald jr"
+    assert display_name("eileen_collins", {"eileen_collins": "Aunt Eileen"}) == "Aunt Eileen"
+    assert display_name("__") == "__"

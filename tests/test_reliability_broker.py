@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -235,3 +237,88 @@ def test_30_second_broker_outage_loses_nothing(broker, subscriber_factory, tmp_p
     print(f"\n30 s broker outage: {len(produced)} events produced ({during} during the outage), "
           f"{len(delivered)} delivered")
     assert during >= 3 and delivered == produced
+
+
+# --- an ACL that refuses our events (MQTT v5 PUBACK reason codes) ---------------------------------------
+
+
+@pytest.fixture
+def acl_broker(tmp_path):
+    """Listener 1 (broker.port): anonymous, no ACL, for the test's subscriber. Listener 2 (broker.acl_port):
+    the daemon's, with an ACL file that refuses publishing on door1/events (Mosquitto 2 answers a v5
+    PUBACK "Not authorized", 0x87)."""
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        pytest.skip("mosquitto is not installed")
+    broker = Broker(tmp_path)
+    broker.acl_port = free_port()
+    broker.acl = tmp_path / "acl"
+    broker.acl.write_text("topic readwrite #\ntopic deny door1/events\n")
+    write_conf(broker, f"listener {broker.acl_port} 127.0.0.1\nallow_anonymous true\nacl_file {broker.acl}\n")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_events_the_broker_refuses_stay_in_the_outbox_are_reported_and_go_out_once_allowed(
+        acl_broker, subscriber_factory, tmp_path):
+    db = tmp_path / "edge.db"
+    subscriber = subscriber_factory(acl_broker.port, topic="door1/events")
+    web_port = free_port()
+    daemon = EdgeProcess(*base_args(db, "--max-frames", "400", "--set", "web.enabled=true", "--set",
+                                    f"web.port={web_port}", pace="realtime", port=acl_broker.acl_port))
+    daemon.wait_log(r"refused a message on door1/events", timeout=60)
+
+    def served(path: str) -> str:
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}{path}", timeout=5) as reply:
+            return reply.read().decode()
+    # The refusal is counted on /metrics and named in /healthz (the status page's figures).
+    daemon.wait_until(lambda p: re.search(r"^edge_mqtt_refused_total [1-9]", served("/metrics"), re.M), 30,
+                      "edge_mqtt_refused_total > 0")
+    assert json.loads(served("/healthz"))["broker_refuses"] == ["door1/events"]
+    assert daemon.wait(120) == 0, daemon.stderr()
+    produced = {e["event_id"] for e in daemon.events}
+    refused = [line for _, line in daemon.log if "refused a message on door1/events" in line]
+    print(f"\nACL refusing door1/events: {len(produced)} events produced, {len(outbox(db))} still in the outbox, "
+          f"{len(subscriber.events())} received; log: {refused}")
+    assert len(produced) >= 3 and outbox(db) == produced, "nothing the broker refused left the outbox"
+    assert len(refused) == 1 and "Not authorized" in refused[0] and "0x87" in refused[0], daemon.stderr()
+    assert subscriber.events() == []
+
+    # The ACL is fixed: the next start delivers every held event.
+    acl_broker.stop()
+    acl_broker.acl.write_text("topic readwrite #\n")
+    acl_broker.start()
+    subscriber = subscriber_factory(acl_broker.port, topic="door1/events", client_id="after-acl-fix")
+    daemon = EdgeProcess(*base_args(db, "--max-frames", "30", pace="every_frame", port=acl_broker.acl_port))
+    assert daemon.wait(120) == 0, daemon.stderr()
+    assert subscriber.wait_for(lambda s: produced <= {e["event_id"] for e in s.events()}, 15)
+    assert outbox(db) == set() and "refused" not in daemon.stderr()
+
+
+def test_a_refused_topic_is_retried_with_backoff_and_counted(acl_broker, tmp_path):
+    """In-process, for the figures: the publisher holds the topic back, probes it, and delivers once allowed."""
+    from conftest import pump_until
+    from edge.config import validate
+    from edge.publish import Publisher
+    from edge.store import Store
+
+    store = Store(tmp_path / "edge.db")
+    cfg = validate({"mqtt": {"host": "127.0.0.1", "port": acl_broker.acl_port, "prefix": "door1"}})
+    for i in range(5):
+        store.record("door1/events", {"event_id": f"e{i}", "type": "face_appeared"}, None)
+    publisher = Publisher(cfg.mqtt, "door1", store)
+    publisher.start()
+    try:
+        assert pump_until(publisher, lambda: publisher.refusing, timeout=10)
+        first = publisher.refused["door1/events"]
+        assert first.delay_s == 5.0 and store.outbox_depth() == 5
+        refusals = publisher.refused_count
+        pump_until(publisher, lambda: False, timeout=2)
+        assert publisher.refused_count == refusals, "nothing is re-sent before the retry time"
+        assert pump_until(publisher, lambda: publisher.refused_count > refusals, timeout=10)
+        assert publisher.refused["door1/events"].delay_s == 10.0 and store.outbox_depth() == 5
+        # One probe per retry, not the whole queue.
+        assert publisher.refused_count == refusals + 1
+    finally:
+        publisher.stop()

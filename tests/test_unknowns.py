@@ -13,12 +13,14 @@ import struct
 import subprocess
 import termios
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import DEMO_GALLERY, DEMO_VIDEO, ROOT, edge_command, run_edge
 from edge.config import load_config
+from edge.snapshots import person_slug
 from edge.store import Store
 from edge.unknowns import cluster_labels, clusters, purity
 
@@ -36,26 +38,33 @@ def demo_run(db, *extra: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def unknowns_list(db) -> list[dict]:
-    result = run_edge("unknowns", "list", "--json", "--set", f"store.path={db}")
+def unknowns_list(db, *extra: str) -> list[dict]:
+    result = run_edge("unknowns", "list", "--json", "--set", f"store.path={db}", *extra)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def test_demo_unknowns_are_clustered_named_and_then_recognised(tmp_path):
     db = tmp_path / "edge.db"
-    events = demo_run(db)     # empty gallery: everyone is unknown
+    thumbs = ["--set", "snapshots.keep_thumbnails=true"]
+    events = demo_run(db, *thumbs)     # empty gallery: everyone is unknown
     unknown_tracks = {e["track_id"] for e in events if e["type"] == "face_identified" and e["identity"] is None}
     assert len(unknown_tracks) == 3          # Eileen Collins passes twice, Grace Hopper once
 
-    groups = unknowns_list(db)
-    # Eileen's two passes are one person, Grace Hopper another: two clusters, oldest first.
-    assert [g["count"] for g in groups] == [2, 1]
+    groups = unknowns_list(db, *thumbs)
+    # Eileen's two passes are one person, Grace Hopper another: two groups, ids 1 and 2, oldest first.
+    assert [(g["cluster"], g["count"]) for g in groups] == [(1, 2), (2, 1)]
     assert {t for g in groups for t in g["tracks"]} == unknown_tracks
     assert groups[0]["gender"] == "female" and groups[0]["spread"] < 0.3
     assert oct(db.stat().st_mode & 0o777) == "0o600"
-    text = run_edge("unknowns", "list", "--set", f"store.path={db}").stdout
-    assert text.startswith("cluster 1: 2 track(s)")
+    # Each group shows the face crop of its latest track.
+    for group in groups:
+        thumbnail = Path(group["thumbnail"])
+        assert thumbnail.parent == tmp_path / "thumbnails" and thumbnail.name.split("_")[0] in group["tracks"]
+        assert thumbnail.read_bytes()[:2] == b"\xff\xd8"
+    text = run_edge("unknowns", "list", "--set", f"store.path={db}", *thumbs).stdout
+    assert text.startswith("cluster 1: 2 track(s)") and f"thumbnail {groups[0]['thumbnail']}" in text
+    assert unknowns_list(db)[0]["thumbnail"] is None         # not shown once keep_thumbnails is off
 
     bad = run_edge("unknowns", "name", "1", "a/b", "--set", f"store.path={db}")
     assert bad.returncode == 2 and "usage error: invalid name" in bad.stderr     # a usage error, like edge enroll
@@ -64,22 +73,34 @@ def test_demo_unknowns_are_clustered_named_and_then_recognised(tmp_path):
     people = json.loads(run_edge("identities", "list", "--json", "--set", f"store.path={db}").stdout)
     # Two embeddings without any photo, and the two past sightings now belong to her.
     assert [(p["name"], p["embeddings"], p["sightings"]) for p in people] == [("eileen", 2, 2)]
-    assert [g["count"] for g in unknowns_list(db)] == [1]
+    # Grace Hopper's group keeps its id 2.
+    assert [(g["cluster"], g["count"]) for g in unknowns_list(db)] == [(2, 1)]
+    # Eileen's crops now belong to her: forgetting her erases them.
+    eileen_crops = [p for p in (tmp_path / "thumbnails").glob("*.jpg") if p.name.split("_")[0] in groups[0]["tracks"]]
+    assert len(eileen_crops) == 2 and all(p.name.endswith(f"_{person_slug('eileen')}.jpg") for p in eileen_crops)
 
     events = demo_run(db)
     decided = [e for e in events if e["type"] == "face_identified"]
     assert sorted(str(e["identity"] and e["identity"]["name"]) for e in decided) == ["None", "eileen", "eileen"]
-    # Grace Hopper's second visit joins her first one.
-    assert [g["count"] for g in unknowns_list(db)] == [2]
+    # Grace Hopper's second visit joins her first one, under the same id.
+    assert [(g["cluster"], g["count"]) for g in unknowns_list(db)] == [(2, 2)]
 
     with sqlite3.connect(db) as connection:
         vector = connection.execute("SELECT vector FROM unknowns").fetchone()[0]
-    forgot = run_edge("unknowns", "forget", "1", "--set", f"store.path={db}")
+    forgot = run_edge("unknowns", "forget", "2", "--set", f"store.path={db}")
     assert forgot.returncode == 0 and "2 unknown track(s) erased" in forgot.stdout
     assert unknowns_list(db) == []
     assert vector not in db.read_bytes()      # VACUUMed: the bytes are gone, not just unlinked
-    missing = run_edge("unknowns", "forget", "1", "--set", f"store.path={db}")
-    assert missing.returncode == 1 and "no unknown cluster 1" in missing.stderr
+    assert not [p for p in (tmp_path / "thumbnails").glob("*.jpg") if p.name.split("_")[0] in groups[1]["tracks"]]
+    forget_person = run_edge("identities", "forget", "eileen", "--set", f"store.path={db}")
+    assert forget_person.returncode == 0 and not any(p.exists() for p in eileen_crops)
+    missing = run_edge("unknowns", "forget", "2", "--set", f"store.path={db}")
+    assert missing.returncode == 1 and "no unknown cluster 2" in missing.stderr
+
+
+def grouped_at(threshold: float):
+    """The default config with unknowns grouped at `threshold`."""
+    return load_config(overrides=[f"unknowns.cluster_threshold={threshold}"])
 
 
 def keep(store: Store, track: str, vector, last_seen: float) -> None:
@@ -149,6 +170,92 @@ def test_clusters_are_numbered_oldest_first(tmp_path):
     keep(store, "late2", np.full(128, 0.21), 3000.0)
     groups = clusters(store, load_config(overrides=["unknowns.cluster_threshold=0.6"]))
     assert [(g.number, g.tracks) for g in groups] == [(1, ["early"]), (2, ["late", "late2"])]
+
+
+def person_vectors(seed: int, count: int) -> list[np.ndarray]:
+    """`count` embeddings of one made-up person: 0.1 apart around a point ~0.7 from anyone else's."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(0, 1, 128)
+    centre *= 0.5 / np.linalg.norm(centre)
+    return [(centre + rng.normal(0, 0.1 / np.sqrt(128), 128)).astype(np.float32) for _ in range(count)]
+
+
+def test_group_ids_stay_put_when_other_groups_are_named_or_forgotten_and_are_never_reused(tmp_path):
+    db = tmp_path / "edge.db"
+    store = Store(db)
+    for person in range(10):           # ten strangers, two visits each, person 0 first
+        for visit, vector in enumerate(person_vectors(person, 2)):
+            keep(store, f"p{person}v{visit}", vector, 1000.0 + 100 * person + visit)
+    store.close()
+    listing = unknowns_list(db)
+    assert [g["cluster"] for g in listing] == list(range(1, 11))
+    tracks_of = {g["cluster"]: set(g["tracks"]) for g in listing}
+    assert all(tracks_of[i + 1] == {f"p{i}v0", f"p{i}v1"} for i in range(10))
+
+    # The issue's case: naming group 8 leaves 9 and 10 (and every other group) where they were.
+    named = run_edge("unknowns", "name", "8", "person8", "--set", f"store.path={db}")
+    assert named.returncode == 0, named.stderr
+    after = {g["cluster"]: set(g["tracks"]) for g in unknowns_list(db)}
+    assert after == {k: v for k, v in tracks_of.items() if k != 8}
+    forgot = run_edge("unknowns", "forget", "9", "--set", f"store.path={db}")
+    assert forgot.returncode == 0 and "forgot cluster 9" in forgot.stdout
+    acting_on_old_listing = run_edge("unknowns", "name", "9", "someone", "--set", f"store.path={db}")
+    assert acting_on_old_listing.returncode == 1 and "no unknown cluster 9" in acting_on_old_listing.stderr
+    assert run_edge("unknowns", "name", "10", "person9", "--set", f"store.path={db}").returncode == 0
+    assert json.loads(run_edge("identities", "list", "--json", "--set", f"store.path={db}").stdout)[1]["name"] \
+        == "person9"
+
+    store = Store(db)
+    # A third visit of person 2 joins their group; a new stranger gets a new id, not a freed one (8, 9, 10).
+    keep(store, "p2v2", person_vectors(2, 3)[2], 5000.0)
+    keep(store, "p10v0", person_vectors(10, 1)[0], 5001.0)
+    groups = {g.number: set(g.tracks) for g in clusters(store, grouped_at(0.5))}
+    assert groups[3] == {"p2v0", "p2v1", "p2v2"} and groups[11] == {"p10v0"}
+    assert sorted(groups) == [1, 2, 3, 4, 5, 6, 7, 11]
+    # Forgetting the newest group and adding another stranger still does not reuse 11.
+    store.forget_unknowns(sorted(next(g.ids for g in clusters(store, grouped_at(0.5)) if g.number == 11)))
+    keep(store, "p11v0", person_vectors(11, 1)[0], 6000.0)
+    assert max(g.number for g in clusters(store, grouped_at(0.5))) == 12
+    store.close()
+
+
+def _list_groups(path: str, barrier) -> dict[int, list[str]]:
+    store = Store(path)
+    barrier.wait()
+    return {g.number: g.tracks for g in clusters(store, grouped_at(0.5))}
+
+
+def test_listings_at_the_same_time_agree_on_new_group_ids(tmp_path):
+    # The CLI and the web page may list at once: new groups must not get one id in one listing and
+    # another in the other (the grouping and its ids are one transaction).
+    import multiprocessing
+    db = tmp_path / "edge.db"
+    store = Store(db)
+    for person in range(6):
+        for visit, vector in enumerate(person_vectors(person, 2)):
+            keep(store, f"p{person}v{visit}", vector, 1000.0 + 100 * person + visit)
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(4)
+        with context.Pool(4) as pool:
+            listings = pool.starmap(_list_groups, [(str(db), barrier)] * 4)
+    assert all(listing == listings[0] for listing in listings)
+    assert sorted(listings[0]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_split_group_keeps_its_id_on_the_larger_part(tmp_path):
+    store = Store(tmp_path / "edge.db")
+    a, b = person_vectors(1, 3), person_vectors(2, 1)
+    for i, vector in enumerate(a):
+        keep(store, f"a{i}", vector, 1000.0 + i)
+    keep(store, "b0", b[0], 2000.0)
+    # A loose threshold puts everyone in one group ...
+    assert [(g.number, len(g.ids)) for g in clusters(store, grouped_at(2.0))] == [(1, 4)]
+    # ... a strict one splits it: the three faces of person 1 keep id 1, the stray face becomes group 2.
+    assert [(g.number, g.tracks) for g in clusters(store, grouped_at(0.5))] == [(1, ["a0", "a1", "a2"]),
+                                                                                 (2, ["b0"])]
+    store.close()
 
 
 def test_clusters_match_people_on_the_identity_sets(shared_datasets):
