@@ -243,8 +243,14 @@ def _set_by_user(key: str, explicit: set[str]) -> bool:
 
 
 def _faces_in(models, path: Path):
+    import cv2
     from .analysis import faces_in
-    return faces_in(models, path)
+    try:
+        return faces_in(models, path)
+    except cv2.error as exc:
+        # One odd photo must not end a batch (`edge analyze *.jpg`): it becomes that photo's error.
+        reason = next((line for line in str(exc).splitlines() if "error:" in line), str(exc)).strip()
+        raise ImageError(f"{path}: OpenCV cannot process this image ({reason[:200]})", "damaged") from None
 
 
 def _progress(items, what: str, unit: str):
@@ -312,6 +318,8 @@ def _share_with_fleet(cfg: AppConfig, store) -> None:
 
 
 def cmd_identities(cfg: AppConfig, args) -> int:
+    if args.action == "forget":
+        return _forget(cfg, args.name, args)
     store = _store(cfg, args)
     if args.action == "list":
         model = cfg.identity.model
@@ -327,11 +335,39 @@ def cmd_identities(cfg: AppConfig, args) -> int:
                 print(f"{row['name']}: {row['embeddings']} {model} embedding(s), {row['sightings']} sighting(s)"
                       + stale)
         return 0
-    from .enroll import forget_person
-    if not forget_person(cfg, store, args.name):
-        print(f"no enrolled person named {args.name!r}", file=sys.stderr)
+
+
+def _forget(cfg: AppConfig, name: str, args) -> int:
+    """Erase a person; resumable (Store.forget): running it again finishes an erasure that a crash or a
+    full disk interrupted."""
+    from .enroll import erase_person
+    from .service_box import check_store_owner
+    from .snapshots import erase_thumbnails
+    from .store import Store
+
+    check_store_owner(cfg.store.path, args.command_line)     # the service's database: run as its user
+    # Files first: they need no database, and on a full disk the space they free lets SQLite open at all.
+    early = erase_thumbnails(cfg, name)
+    try:
+        store = Store(cfg.store.path)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; {early} thumbnail(s) erased, nothing else changed: run this again once "
+                         "the problem is fixed") from None
+    try:
+        erasure = erase_person(cfg, store, name)
+    except StoreError as exc:
+        raise StoreError(f"{exc} ({early} thumbnail(s) erased)") from None
+    files = early + erasure.files
+    if not erasure:
+        if files:
+            print(f"no enrolled person named {name!r}; erased {files} thumbnail(s) left behind")
+            return 0
+        print(f"no enrolled person named {name!r}", file=sys.stderr)
         return 1
-    print(f"forgot {args.name}: embeddings, sightings and queued events erased")
+    done = "finished forgetting" if erasure.resumed else "forgot"
+    print(f"{done} {name}: embeddings, sightings, queued events and {files} thumbnail(s) erased"
+          + ("; free space not reclaimed (VACUUM failed, see above): run this again when there is room"
+             if erasure.vacuum_error else ""))
     _share_with_fleet(cfg, store)
     return 0
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 from .models.catalog import DEFAULT_EMBEDDING, EMBEDDINGS, LEGACY_MODEL
 
@@ -77,7 +78,7 @@ class CaptureConfig(Section):
 
 class DetectorConfig(Section):
     # A detector plugin of edge/detect/ by its type_key: haar, mtcnn, yunet.
-    type: str = "haar"
+    type: str = "yunet"
     detect_width: int = Field(640, ge=80, le=4096)
     min_face: int = Field(40, ge=8, le=2000)
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)
@@ -283,7 +284,8 @@ class MqttConfig(Section):
     prefix: str = Field("edge", min_length=1)
     client_id: str | None = None
     username: str | None = None
-    password: str | None = None
+    # SecretStr: its repr is '**********', so a logged or printed config never shows it.
+    password: SecretStr | None = None
     password_file: Path | None = None
     tls: bool = False
     ca_file: Path | None = None
@@ -302,13 +304,20 @@ class MqttConfig(Section):
             raise ValueError("must not contain '#' or '+' nor start or end with '/'")
         return value
 
+    @field_validator("password", mode="before")
+    @classmethod
+    def _digits_are_text(cls, value):
+        # A password given as data rather than YAML text (load_config keeps the text itself, see
+        # _secrets_as_text): an integer's digits are the password; a bool or float has lost them.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     def resolved_password(self) -> str | None:
         """Password from EDGE_MQTT_PASSWORD, then password_file, then the config value."""
         if os.environ.get("EDGE_MQTT_PASSWORD"):
             return os.environ["EDGE_MQTT_PASSWORD"]
         if self.password_file:
             return self.password_file.read_text().strip()
-        return self.password
+        return self.password.get_secret_value() if self.password is not None else None
 
     def resolved_username(self) -> str | None:
         return os.environ.get("EDGE_MQTT_USERNAME") or self.username
@@ -522,26 +531,50 @@ class AppConfig(Section):
         return data
 
 
-def _parse_scalar(text: str) -> Any:
-    """`--set` values are YAML scalars, so `true`, `1884` and `[1, 2]` get their natural types."""
+# A key naming any of these holds a secret (mqtt.password, a fleet key, an API token): its value is never
+# echoed in an error, and YAML reads it as the text written (`password: 0123` is "0123", not the integer 83).
+SECRET_WORDS = ("password", "passwd", "secret", "token", "key")
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
+def is_secret_key(name: Any) -> bool:
+    return any(word in str(name).lower() for word in SECRET_WORDS)
+
+
+def redact(text: str) -> str:
+    """rtsp://user:password@host/... -> rtsp://***@host/..."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def _parse_scalar(text: str, secret: bool = False) -> Any:
+    """`--set` values are YAML scalars, so `true`, `1884` and `[1, 2]` get their natural types;
+    a secret keeps the characters typed (`--set mqtt.password=483920` is the text "483920")."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if secret and value is not None and not isinstance(value, str):
+        return text
+    return value
+
+
+def _key_only(assignment: str) -> str:
+    # The leading key-like part only: `--set mqtt.password:hunter2` must not echo the password.
+    return re.match(r"[\w.-]*", assignment).group() or "(no key)"
 
 
 def apply_override(data: dict, assignment: str) -> None:
     """`key.path=value` (a --set argument) into raw config data."""
     if "=" not in assignment:
-        raise ConfigError(f"config error: --set {assignment!r}: expected key.path=value")
+        raise ConfigError(f"config error: --set {_key_only(assignment)}...: expected key.path=value")
     key, _, value = assignment.partition("=")
-    _set_key(data, key.strip(), _parse_scalar(value))
+    _set_key(data, key.strip(), _parse_scalar(value, secret=is_secret_key(key.strip().split(".")[-1])))
 
 
 def _set_key(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"config error: --set {key!r}: empty key")
+        raise ConfigError(f"config error: --set {redact(key)!r}: empty key")
     node = data
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
@@ -573,6 +606,11 @@ def _describe(error: dict) -> str:
     if kind == "extra_forbidden":
         return f"config error: {key}: unknown key"
     message = error["msg"].removeprefix("Value error, ")
+    if any(is_secret_key(p) for p in error["loc"]):
+        # Name the key and the problem, never the value (it would reach journald).
+        if isinstance(given, (str, int, float)) and str(given) and str(given) in message:
+            message = "invalid value"      # a validator quoted it
+        return f"config error: {key}: {message}" + ("" if given is None else f" (got {type(given).__name__})")
     if isinstance(given, (dict, list)):
         # Cross-field checks name their own field first ("min_frames: must be ...").
         return f"config error: {key}.{message}" if kind == "value_error" else f"config error: {key}: {message}"
@@ -588,7 +626,35 @@ def validate(data: Any) -> AppConfig:
         return AppConfig.model_validate(data)
     except ValidationError as exc:
         # pydantic messages are single lines; this guarantees it for whatever a future version says.
-        raise ConfigError(" ".join(_describe(exc.errors()[0]).splitlines())) from None
+        raise ConfigError(redact(" ".join(_describe(exc.errors()[0]).splitlines()))) from None
+
+
+def _secrets_as_text(node: yaml.Node, seen: set[int]) -> None:
+    """Re-tag plain scalars under secret keys as strings, before YAML turns 0123 into 83 or yes into True."""
+    if id(node) in seen:
+        return           # an alias to a node already visited (YAML anchors can even make cycles)
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if (isinstance(key, yaml.ScalarNode) and is_secret_key(key.value) and isinstance(value, yaml.ScalarNode)
+                    and value.style is None and value.tag != "tag:yaml.org,2002:null"):
+                value.tag = "tag:yaml.org,2002:str"
+            _secrets_as_text(value, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _secrets_as_text(item, seen)
+
+
+def _load_yaml(text: str) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _secrets_as_text(node, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Path, why: str = "--config") -> dict:
@@ -601,7 +667,7 @@ def _read_yaml(path: Path, why: str = "--config") -> dict:
     except OSError as exc:
         raise ConfigError(f"config error: cannot read {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

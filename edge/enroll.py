@@ -154,11 +154,14 @@ def enroll(models, store, name: str, photos: Iterable[Path | tuple[str, bytes]],
 
 
 def forget_person(cfg, store, name: str) -> bool:
-    """Erase a person: embeddings, sightings, queued events (store.forget), then their face thumbnails."""
-    if not store.forget(name):
-        return False
-    erase_thumbnails(cfg, name)
-    return True
+    """Erase a person: embeddings, sightings, queued events and face thumbnails (see erase_person)."""
+    return bool(erase_person(cfg, store, name))
+
+
+def erase_person(cfg, store, name: str):
+    """Store.forget with the person's thumbnails as its files: resumable, so calling it again finishes an
+    erasure that a crash or a full disk interrupted; returns the store's Erasure (false: nobody of that name)."""
+    return store.forget(name, erase_files=lambda: erase_thumbnails(cfg, name))
 
 
 def name_unknown_group(cfg, store, group, name: str) -> int:

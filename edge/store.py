@@ -1,24 +1,30 @@
 """SQLite store (sqlite-utils): identities, embeddings, sightings, the event outbox, migrations.
 
 One Store per thread. WAL mode lets a reader (e.g. `edge identities list`) run beside the daemon.
-Files are created owner-only: embeddings are biometric data.
+Files are created owner-only: embeddings are biometric data, and erasing a person (`forget`) can be
+resumed after a crash or a full disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import sqlite_utils
 
 from .identify import Gallery
 from .models.catalog import LEGACY_MODEL
+
+log = logging.getLogger(__name__)
 
 
 # Several daemons may share one database (one per camera, README "Several cameras on one box"); each sends
@@ -27,7 +33,7 @@ OTHERS_AFTER_S = 30.0
 
 
 class StoreError(RuntimeError):
-    """The database cannot be opened or written (read-only, disk full, corrupt)."""
+    """The database cannot be opened, read or written (read-only, disk full, corrupt)."""
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -79,9 +85,31 @@ def _unknown_groups(db: sqlite_utils.Database) -> None:
     db["counters"].create({"name": str, "value": int}, pk="name")
 
 
+def _forgetting(db: sqlite_utils.Database) -> None:
+    """Erasures begun and not finished (Store.forget): a retry finds the person here after their rows
+    are gone. Keyed by a digest of the name, so an interrupted erasure leaves no readable name behind."""
+    db["forgetting"].create({"digest": str, "started_at": float}, pk="digest")
+
+
 # Append-only: migration N brings a database from version N-1 to N.
-MIGRATIONS = [_v1, _unknowns_table, _fleet_versions, _embedding_models, _unknown_groups]
+MIGRATIONS = [_v1, _unknowns_table, _fleet_versions, _embedding_models, _unknown_groups, _forgetting]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What Store.forget did; false when there was no one (and nothing half-erased) of that name."""
+    found: bool
+    resumed: bool = False             # finished an erasure that a crash or a full disk interrupted
+    files: int = 0                    # files removed by the caller's erase_files (thumbnails)
+    vacuum_error: str | None = None   # rows erased and overwritten, but VACUUM failed: a retry redoes it
+
+    def __bool__(self) -> bool:
+        return self.found
+
+
+def name_digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,12 @@ class OutboxEvent:
     topic: str
     payload: str
     retain: bool = False
+
+
+def _what_to_do(exc: sqlite3.Error) -> str:
+    if "malformed" in str(exc) or "not a database" in str(exc):
+        return " (the file is corrupt: restore a backup, or move it away to start with an empty database)"
+    return ""
 
 
 def _why_not_writable(path: Path) -> str:
@@ -119,6 +153,10 @@ class Store:
             # the last transaction only, and the outbox is written before publishing anyway.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows are overwritten with zeros in the page itself, so an erased person's bytes are
+            # gone once the WAL is checkpointed, even when a VACUUM cannot run (disk full). Some builds
+            # (Debian's) default to this already; others do not.
+            self.db.execute("PRAGMA secure_delete=ON")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}{_why_not_writable(self.path)}") from None
@@ -170,7 +208,15 @@ class Store:
                 self.db.execute("BEGIN IMMEDIATE")
                 return fn(*args)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write database {self.path}: {exc}") from None
+            raise StoreError(f"cannot write database {self.path}: {exc}{_what_to_do(exc)}") from None
+
+    def _read(self, fn, *args):
+        """Run a query; a corrupt page or a vanished file becomes one StoreError line, not a traceback."""
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read database {self.path}: {exc}{_what_to_do(exc)}") from None
+
 
     # --- identities -----------------------------------------------------------------
     def _identity_for(self, name: str) -> int:
@@ -193,15 +239,15 @@ class Store:
     def identities(self, model: str | None = None) -> list[dict]:
         """Every enrolled person; with `model`, "embeddings" counts only that model's vectors and
         "other_models" names the models of the rest (a person with none of `model` must be re-enrolled)."""
-        rows = list(self.db.query(
+        rows = self._read(lambda: list(self.db.query(
             "SELECT i.name, i.created_at, COUNT(DISTINCT e.id) AS embeddings, "
             "GROUP_CONCAT(DISTINCT e.model) AS models, "
             "(SELECT COUNT(*) FROM sightings s WHERE s.identity_id = i.id) AS sightings, "
             "(SELECT MAX(last_seen) FROM sightings s WHERE s.identity_id = i.id) AS last_seen "
-            "FROM identities i LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name"))
-        counts = {(r[0], r[1]): r[2] for r in self.db.execute(
+            "FROM identities i LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name")))
+        counts = {(r[0], r[1]): r[2] for r in self._read(lambda: self.db.execute(
             "SELECT i.name, e.model, COUNT(*) FROM embeddings e JOIN identities i ON i.id = e.identity_id "
-            "GROUP BY i.name, e.model")}
+            "GROUP BY i.name, e.model").fetchall())}
         for row in rows:
             row["models"] = sorted((row["models"] or "").split(",")) if row["models"] else []
             if model is not None:
@@ -216,49 +262,128 @@ class Store:
     def photo_owner(self, sha256: str, model: str) -> str | None:
         """Who was enrolled by `model` from the photo with this content hash (edge/enroll.py writes it into
         `source`); under another model the same photo gives a new embedding and is not a duplicate."""
-        row = self.db.execute("SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
-                              "WHERE e.model = ? AND e.source LIKE ? LIMIT 1", [model, f"sha256:{sha256} %"]).fetchone()
+        row = self._read(lambda: self.db.execute(
+            "SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+            "WHERE e.model = ? AND e.source LIKE ? LIMIT 1", [model, f"sha256:{sha256} %"]).fetchone())
         return row[0] if row else None
 
     def recent_sightings(self, limit: int = 20) -> list[dict]:
         """The newest sightings, with the person's name (None: unknown)."""
-        return list(self.db.query(
+        return self._read(lambda: list(self.db.query(
             "SELECT s.track, s.camera, s.first_seen, s.last_seen, s.age, s.gender, i.name FROM sightings s "
-            "LEFT JOIN identities i ON i.id = s.identity_id ORDER BY s.last_seen DESC LIMIT ?", [limit]))
+            "LEFT JOIN identities i ON i.id = s.identity_id ORDER BY s.last_seen DESC LIMIT ?", [limit])))
 
     def identity_id(self, name: str) -> int | None:
-        row = self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone()
+        row = self._read(lambda: self.db.execute("SELECT id FROM identities WHERE name = ?", [name]).fetchone())
         return row[0] if row else None
 
-    def forget(self, name: str, vacuum: bool = True) -> bool:
-        """Erase a person: embeddings, sightings, outbox events naming them, then VACUUM the bytes away
-        (`vacuum=False`: the caller runs erase_free_pages() once after a batch, edge/fleet.py)."""
+    def forget(self, name: str, erase_files: Callable[[], int] | None = None, vacuum: bool = True) -> Erasure:
+        """Erase a person: embeddings, sightings, queued events naming them, the caller's files
+        (`erase_files`, e.g. thumbnails), then VACUUM and checkpoint the freed bytes away.
+
+        Resumable: a tombstone (a digest of the name) is written first and removed last, and the
+        identity row goes after everything that points at it, so `forget` again finishes an erasure that
+        a crash, a full disk or a failed VACUUM interrupted. Rows go in small batches with the WAL
+        checkpointed in between, so a nearly full disk only needs room for one batch. A failed VACUUM is
+        logged in one line, not raised: the rows are already deleted and overwritten (secure_delete).
+        `vacuum=False`: the caller runs erase_free_pages() once after a batch (edge/fleet.py); the tombstone
+        stays until then."""
+        digest = name_digest(name)
         identity_id = self.identity_id(name)
-        if identity_id is None:
-            return False
-
-        def write():
-            for table in ("embeddings", "sightings", "outbox"):
-                self.db.execute(f"DELETE FROM {table} WHERE identity_id = ?", [identity_id])
-            self.db.execute("DELETE FROM identities WHERE id = ?", [identity_id])
-        self._write(write)
-        if vacuum:
-            self._erase_free_pages()
+        pending = self._read(lambda: self.db.execute(
+            "SELECT 1 FROM forgetting WHERE digest = ?", [digest]).fetchone()) is not None
+        if identity_id is None and not pending:
+            # Nothing in the database; files may still be left by an erasure from before tombstones.
+            return Erasure(False, files=erase_files() if erase_files else 0)
+        files = 0
+        mark = lambda: self.db.execute("INSERT OR IGNORE INTO forgetting (digest, started_at) VALUES (?, ?)",
+                                       [digest, time.time()])
+        try:
+            self._write(mark)
+        except StoreError as exc:
+            if erase_files is None:
+                raise
+            files += erase_files()      # disk full: the files go anyway, and that frees some space
+            try:
+                self._write(mark)
+            except StoreError:
+                raise StoreError(f"{exc}; nothing in the database changed: run the erasure again once the "
+                                 "problem is fixed") from None
+        if erase_files is not None:
+            files += erase_files()
+        event_key = '"name":' + json.dumps(name)      # how record() serialises the identity in a payload
+        try:
+            self._delete_in_batches("embeddings", "identity_id = ?", [identity_id])
+            self._delete_in_batches("sightings", "identity_id = ?", [identity_id])
+            # Events naming them, also any written without the link (e.g. while the identity was changing);
+            # retained fleet messages are gallery state, handled by edge/fleet.py.
+            self._delete_in_batches("outbox", "identity_id = ? OR (retain = 0 AND instr(payload, ?) > 0)",
+                                    [identity_id, event_key])
+            self._write(lambda: self.db.execute("DELETE FROM identities WHERE id = ?", [identity_id]))
+        except StoreError as exc:
+            raise StoreError(f"{exc}; the erasure is part done: run it again to finish") from None
         self._galleries.clear()
-        return True
+        if erase_files is not None:
+            files += erase_files()      # again: none of theirs can be written once the identity is gone
+        if not vacuum:
+            self._checkpoint()
+            return Erasure(True, resumed=pending, files=files)
+        return Erasure(True, resumed=pending, files=files, vacuum_error=self.erase_free_pages())
 
-    def erase_free_pages(self) -> None:
-        """VACUUM after forgets made with vacuum=False."""
-        self._erase_free_pages()
+    def _delete_in_batches(self, table: str, where: str, args: list, batch: int = 100) -> None:
+        while True:
+            deleted = self._write(lambda: self.db.execute(
+                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
+                [*args, batch]).rowcount)
+            self._checkpoint()     # the WAL is reused from its start: it never holds more than one batch
+            if deleted < batch:
+                return
 
-    def _erase_free_pages(self) -> None:
-        # Deleted rows linger in free pages and the WAL until rewritten.
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.db.execute("VACUUM")
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def erase_free_pages(self) -> str | None:
+        """VACUUM (after forgets made with vacuum=False too); once it worked, the tombstones of everyone no
+        longer enrolled go: their erasure is complete. Returns the VACUUM error, already logged."""
+        error = self._erase_free_pages()
+        if error is None:
+            enrolled = {name_digest(r[0]) for r in self._read(
+                lambda: self.db.execute("SELECT name FROM identities").fetchall())}
+            done = [r[0] for r in self._read(lambda: self.db.execute("SELECT digest FROM forgetting").fetchall())
+                    if r[0] not in enrolled]
+            if done:
+                self._write(lambda: self.db.execute(
+                    f"DELETE FROM forgetting WHERE digest IN ({','.join('?' * len(done))})", done))
+                self._checkpoint()
+        return error
+
+    def _checkpoint(self) -> str | None:
+        """Copy the WAL into the database and truncate it: old page images (deleted rows) leave the WAL."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            return str(exc)
+        return None
+
+    def _erase_free_pages(self) -> str | None:
+        """VACUUM rewrites the file without its free pages (where rows deleted before secure_delete was on
+        may linger). It needs free disk space about the database's size; failing is logged in one line and
+        returned, never raised: the erasure itself is done."""
+        error = self._checkpoint()
+        if error is None:
+            try:
+                self.db.execute("VACUUM")
+            except sqlite3.Error as exc:
+                error = str(exc)
+        error_after = self._checkpoint()      # also after a failed VACUUM: its partial WAL frames go
+        error = error or error_after
+        if error is not None:
+            log.warning("database %s: VACUUM failed (%s); deleted rows are overwritten, free space is not "
+                        "reclaimed: run the erasure again when there is room", self.path, error)
+        return error
 
     def gallery(self, model: str) -> Gallery:
         """Every embedding made by `model`: vectors of another model are never compared with it."""
+        return self._read(self._gallery_now, model)
+
+    def _gallery_now(self, model: str) -> Gallery:
         # data_version changes when another connection commits (e.g. `edge enroll` beside the daemon).
         data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if data_version != self._gallery_data_version:
@@ -305,8 +430,9 @@ class Store:
             clauses.append("(substr(topic, 1, ?) = ? OR retain = 1 OR created_at < ?)")
             params += [len(own_prefix), own_prefix, time.time() - others_after_s]
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        rows = self.db.execute(f"SELECT id, event_id, topic, payload, retain FROM outbox {where}ORDER BY id LIMIT ?",
-                               params + [limit + len(exclude)]).fetchall()
+        rows = self._read(lambda: self.db.execute(
+            f"SELECT id, event_id, topic, payload, retain FROM outbox {where}ORDER BY id LIMIT ?",
+            params + [limit + len(exclude)]).fetchall())
         return [OutboxEvent(*r) for r in rows if r[0] not in exclude][:limit]
 
     def delivered(self, outbox_ids: list[int]) -> None:
@@ -317,9 +443,10 @@ class Store:
     def outbox_depth(self, own_prefix: str | None = None) -> int:
         """Rows waiting; with `own_prefix`, only those on its topics and fleet state (see `pending`)."""
         if own_prefix is None:
-            return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        return self.db.execute("SELECT COUNT(*) FROM outbox WHERE substr(topic, 1, ?) = ? OR retain = 1",
-                               [len(own_prefix), own_prefix]).fetchone()[0]
+            return self._read(lambda: self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return self._read(lambda: self.db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE substr(topic, 1, ?) = ? OR retain = 1",
+            [len(own_prefix), own_prefix]).fetchone()[0])
 
     def purge_sightings(self, retention_days: int, now: float | None = None) -> int:
         cutoff = (now or time.time()) - retention_days * 86400
@@ -342,7 +469,8 @@ class Store:
         """Every kept unknown track (of embedding model `model` when given), oldest first; "vector" is a
         float32 array."""
         where, params = ("WHERE model = ? ", [model]) if model else ("", [])
-        rows = list(self.db.query(f"SELECT * FROM unknowns {where}ORDER BY first_seen, id", params))
+        rows = self._read(lambda: list(self.db.query(f"SELECT * FROM unknowns {where}ORDER BY first_seen, id",
+                                                     params)))
         for row in rows:
             row["vector"] = np.frombuffer(row["vector"], np.float32)
         return rows
@@ -392,7 +520,8 @@ class Store:
         return count
 
     def forget_unknowns(self, ids: list[int] | None = None) -> int:
-        """Erase the given unknown tracks (None: all of them), then VACUUM the bytes away."""
+        """Erase the given unknown tracks (None: all of them), then VACUUM the bytes away (a failed
+        VACUUM is logged: the rows are overwritten already)."""
         if ids is None:
             count = self._write(lambda: self.db.execute("DELETE FROM unknowns").rowcount)
         else:
@@ -412,13 +541,14 @@ class Store:
     # --- fleet gallery sync (edge/fleet.py decides what wins; these keep its rows consistent) ---
     def fleet_states(self) -> dict[str, dict]:
         """name -> {version, box, deleted, digest} for every person the fleet has heard of."""
-        return {r["name"]: r for r in self.db.query("SELECT * FROM fleet_versions")}
+        return self._read(lambda: {r["name"]: r for r in self.db.query("SELECT * FROM fleet_versions")})
 
     def person_embeddings(self, model: str) -> dict[str, np.ndarray]:
         """name -> (K, D) float32 embeddings made by `model` of every enrolled person, in enrollment order."""
         people: dict[str, list[np.ndarray]] = {}
-        for name, vector in self.db.execute("SELECT i.name, e.vector FROM embeddings e JOIN identities i "
-                                            "ON i.id = e.identity_id WHERE e.model = ? ORDER BY e.id", [model]):
+        for name, vector in self._read(lambda: self.db.execute(
+                "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+                "WHERE e.model = ? ORDER BY e.id", [model]).fetchall()):
             people.setdefault(name, []).append(np.frombuffer(vector, np.float32))
         return {name: np.stack(vectors) for name, vectors in people.items()}
 

@@ -1,15 +1,20 @@
-"""Bad input gets a clear error and loses nothing: config, model files, images."""
+"""Bad input gets a clear error and loses nothing: config, model files, images; secrets are never echoed."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sqlite3
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import cv2
 import pytest
 
-from conftest import DEMO_GALLERY, ROOT, run_edge
+from conftest import DEMO_GALLERY, DEMO_VIDEO, ROOT, Broker, free_port, run_edge
+from edge.config import load_config
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -88,3 +93,81 @@ def test_image_without_face_is_refused_and_nothing_is_written(tmp_path):
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 0
+
+
+# --- secrets never reach an error, a log or the terminal (issue 14, point 5) ----------------------------
+
+NUMERIC_PASSWORD = "483920"
+
+
+@pytest.fixture
+def numeric_password_broker(tmp_path):
+    """A real Mosquitto whose second listener wants user `edge` with the all-digit password."""
+    binary = shutil.which("mosquitto_passwd")
+    if not binary or not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        pytest.skip("mosquitto / mosquitto_passwd not installed")
+    passwords = tmp_path / "passwd"
+    subprocess.run([binary, "-b", "-c", str(passwords), "edge", NUMERIC_PASSWORD], check=True, capture_output=True)
+    os.chmod(passwords, 0o600)
+    broker = Broker(tmp_path)
+    broker.auth_port = free_port()
+    # Started as root, mosquitto drops to user `mosquitto`, which could not read the 0600 password file.
+    broker.conf.write_text(
+        f"user root\nper_listener_settings true\npersistence false\nlog_dest file {tmp_path}/mosquitto.log\n"
+        f"listener {broker.port} 127.0.0.1\nallow_anonymous true\n"
+        f"listener {broker.auth_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_numeric_password_is_accepted_as_text_and_never_printed(numeric_password_broker, subscriber_factory,
+                                                                tmp_path):
+    """Before: `config error: mqtt.password: Input should be a valid string (got 483920)`, exit 2."""
+    subscriber = subscriber_factory(numeric_password_broker.port, topic="door1/events")
+    result = run_edge("run", "--source", str(DEMO_VIDEO), "--max-frames", "60", "--print-events",
+                      "--set", "capture.pace=every_frame", "--set", f"store.path={tmp_path / 'edge.db'}",
+                      "--set", "mqtt.prefix=door1", "--set", "mqtt.host=127.0.0.1",
+                      "--set", f"mqtt.port={numeric_password_broker.auth_port}", "--set", "mqtt.username=edge",
+                      "--set", f"mqtt.password={NUMERIC_PASSWORD}", "--set", "log_level=DEBUG",
+                      env={"EDGE_MQTT_PASSWORD": ""})
+    assert result.returncode == 0, result.stderr
+    produced = {json.loads(line)["event_id"] for line in result.stdout.splitlines() if line.startswith("{")}
+    assert produced and subscriber.wait_for(lambda s: produced <= {e["event_id"] for e in s.events()}, 15)
+    assert NUMERIC_PASSWORD not in result.stdout + result.stderr
+
+
+def test_yaml_keeps_a_secret_as_written(tmp_path):
+    """YAML 1.1 reads 0123 as octal 83 and 12:30 as 750; a password is the characters typed."""
+    config = tmp_path / "secret.yaml"
+    config.write_text("mqtt:\n  password: 0123\n")
+    assert load_config(config).mqtt.resolved_password() == "0123"
+    config.write_text("mqtt:\n  password: 12:30\n")
+    assert load_config(config).mqtt.resolved_password() == "12:30"
+    assert load_config(None, ["mqtt.password=0x1F"]).mqtt.resolved_password() == "0x1F"
+    assert "0x1F" not in repr(load_config(None, ["mqtt.password=0x1F"]))      # SecretStr in any repr
+
+
+@pytest.mark.parametrize("how, secret, key", [
+    ("file", "mqtt:\n  password: [483920]\n", "mqtt.password"),
+    ("file", "mqtt:\n  password: {pin: 483920}\n", "mqtt.password"),
+    ("file", "mqtt:\n  password_file: [483920]\n", "mqtt.password_file"),
+    ("set", "mqtt.password:483920", "mqtt.password"),
+    ("set", "web.port=rtsp://admin:483920@camera.local/stream", "web.port"),
+    ("set", "source=[rtsp://admin:483920@camera.local/stream]", "source"),
+])
+def test_wrong_secret_names_the_key_never_the_value(how, secret, key, tmp_path):
+    # A config that validated after all would run one frame of the demo, not wait for a camera.
+    args = ["--set", f"store.path={tmp_path / 'edge.db'}", "--source", str(DEMO_VIDEO), "--max-frames", "1",
+            "--set", "mqtt.enabled=false"]
+    if how == "file":
+        config = tmp_path / "bad.yaml"
+        config.write_text(secret)
+        args += ["--config", str(config)]
+    else:
+        args += ["--set", secret]
+    result = run_edge("run", *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"config error: {key}") or result.stderr.startswith(f"config error: --set {key}")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert NUMERIC_PASSWORD not in result.stderr + result.stdout, result.stderr

@@ -269,8 +269,10 @@ def test_name_an_unknown_group_from_its_thumbnail(page, browser, tmp_path):
 
 
 def test_next_run_of_the_demo_video_identifies_both_people(page):
+    # The box's own settings (thumbnails kept): with keep_thumbnails off, start-up erases every kept crop.
     result = run_edge("run", "--print-events", "--source", str(DEMO_VIDEO), "--set", "capture.pace=every_frame",
-                      "--set", f"store.path={page.db}", "--set", "mqtt.enabled=false", timeout=600)
+                      "--set", f"store.path={page.db}", "--set", "mqtt.enabled=false",
+                      "--set", "snapshots.keep_thumbnails=true", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     named = {e["identity"]["name"] for e in events if e["type"] == "face_identified" and e["identity"]}

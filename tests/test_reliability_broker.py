@@ -310,7 +310,8 @@ def test_a_refused_topic_is_retried_with_backoff_and_counted(acl_broker, tmp_pat
     publisher = Publisher(cfg.mqtt, "door1", store)
     publisher.start()
     try:
-        assert pump_until(publisher, lambda: publisher.refusing, timeout=10)
+        # The first pump sends all five at once; wait for every one of their refusals before counting.
+        assert pump_until(publisher, lambda: publisher.refused_count == 5, timeout=10)
         first = publisher.refused["door1/events"]
         assert first.delay_s == 5.0 and store.outbox_depth() == 5
         refusals = publisher.refused_count

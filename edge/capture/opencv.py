@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -10,7 +11,14 @@ import numpy as np
 
 from . import SourceError
 
-MAX_BAD_READS = 25   # consecutive failed or corrupt reads before a live source counts as lost
+log = logging.getLogger(__name__)
+
+# FFmpeg prints every damaged macroblock at error level: one corrupt file wrote 29,684 stderr lines (all to
+# journald). Fatal only; damage is counted and logged in one line instead (_report_damage). Read when a capture is created;
+# set OPENCV_FFMPEG_LOGLEVEL=16 (error) or 32 (info) to see FFmpeg's own messages again.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
+
+MAX_BAD_READS = 25   # consecutive failed or corrupt reads before a live source counts as lost (a file: ended)
 
 
 def _quiet_opencv_retries() -> None:
@@ -40,6 +48,8 @@ class OpenCvSource:
         self.capture: cv2.VideoCapture | None = None
         self.description = f"{self.kind} {self._redacted()}"
         self._bad_frames = 0
+        self.skipped_frames = 0       # a file's corrupt frames skipped, this pass
+        self._damage_reported = False
 
     def _redacted(self) -> str:
         # rtsp://user:password@host/... must never reach a log.
@@ -66,12 +76,16 @@ class OpenCvSource:
         if not capture.isOpened():
             capture.release()
             _quiet_opencv_retries()
+            if self.is_file:
+                raise SourceError(f"cannot decode video file {self.spec} (corrupt, truncated, still being "
+                                  "written, or a format this OpenCV build cannot read)")
             raise SourceError(f"cannot open {self.description}")
         self.capture = capture
         if self.is_file:
             self.fps = capture.get(cv2.CAP_PROP_FPS) or self.fps
         self._frames_read = 0
         self._bad_frames = 0
+        self.skipped_frames = 0
 
     def read(self) -> tuple[np.ndarray, float] | None:
         if self.capture is None:
@@ -79,20 +93,37 @@ class OpenCvSource:
         while True:
             ok, image = self.capture.read()
             if ok and image is not None and image.ndim == 3 and image.shape[2] == 3 and image.size:
-                self._bad_frames = 0
                 break
-            if self.is_file and not ok:
-                return None          # end of the file
             # A corrupt JPEG in an MJPEG/RTSP stream fails one read() and the next one works: skip it.
-            # Only a run of failures means the camera is gone (a closed stream fails instantly, so this
-            # costs microseconds), and then the grabber reopens it.
+            # A damaged video file is the same: FFmpeg fails the damaged frames and decodes on from the
+            # next good one (a file with 4 KB of garbage in the middle stopped at frame 98 of 240 when the
+            # first failure meant "end"). Only a run of failures means the camera is gone or the file has
+            # ended (both fail instantly, so this costs microseconds).
             self._bad_frames += 1
             if self._bad_frames > MAX_BAD_READS:
+                if self.is_file:
+                    self._report_damage()
                 return None
+        if self.is_file:
+            self.skipped_frames += self._bad_frames
+        self._bad_frames = 0
         self._frames_read += 1
         if self.is_file:
-            return image, self._frames_read / self.fps
+            # Position in the file, skipped frames included, so durations stay true to the video.
+            return image, (self._frames_read + self.skipped_frames) / self.fps
         return image, time.time()
+
+    def _report_damage(self) -> None:
+        """One line per file (not per loop pass) when frames were skipped or the end could not be read."""
+        total = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self.capture is not None else 0
+        unreadable = max(0, total - self._frames_read - self.skipped_frames)
+        if self._damage_reported or not (self.skipped_frames or unreadable):
+            return
+        self._damage_reported = True
+        of_total = f" of {total}" if total > 0 else ""
+        tail = f"; the last {unreadable} could not be read (truncated or corrupt)" if unreadable else ""
+        log.warning("video file %s is damaged: %d frames%s decoded, %d corrupt frame(s) skipped%s",
+                    self.spec, self._frames_read, of_total, self.skipped_frames, tail)
 
     def close(self) -> None:
         if self.capture is not None:

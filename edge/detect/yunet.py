@@ -18,6 +18,12 @@ from ..face import Face
 from . import Region, detection_scale, in_region, register
 
 
+# YuNet's boxes hug the face: a median 0.90 (10th percentile 0.81) of the labelled boxes of the dlib
+# detection set, and Haar's are larger still; min_face is meant in those terms, so its boxes are held to 0.8 of it
+# (at 1.0 the dlib set's recall fell from 97.7% to 41.9%: its faces are 37-45 px).
+TIGHT_BOX = 0.8
+
+
 @register
 class YuNetDetector:
     type_key = "yunet"
@@ -59,7 +65,7 @@ class YuNetDetector:
         faces = []
         for row in (rows if rows is not None else []):
             x, y, w, h = (row[:4] / scale).tolist()
-            if min(w, h) < self.min_face:
+            if min(w, h) < self.min_face * TIGHT_BOX:
                 continue
             landmarks = (row[4:14].reshape(5, 2) / scale).astype(np.float32)
             faces.append(Face(box=(int(round(x)), int(round(y)), int(round(w)), int(round(h))),
