@@ -130,11 +130,14 @@ def test_install_script_stages_files(tmp_path):
     config = stage / "etc/edge/edge.yaml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
     assert stat.S_IMODE((stage / "etc/edge").stat().st_mode) == 0o750
-    assert (stage / "opt/edge/models/manifest.yaml").exists() and (stage / "opt/edge/src/edge/daemon.py").exists()
+    assert os.readlink(stage / "usr/local/bin/edge") == "/opt/edge/venv/bin/edge"
+    assert (stage / "opt/edge/src/training/enroll_folder.py").exists()
     from edge.config import load_config
-    assert load_config(config).models.dir == Path("/opt/edge/models")
-    # Re-running never overwrites a config a person has edited.
+    # The service's database for every command that finds this config (not the caller's home folder).
+    assert load_config(config).store.path == Path("/var/lib/edge/edge.db")
+    assert "edge.yaml not edited yet" in result.stdout       # the service is started only once it is
+    # Re-running never overwrites a config a person has edited, and then counts it as configured.
     config.write_text(config.read_text() + "# edited\n")
-    subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--no-venv"], check=True, capture_output=True,
-                   timeout=120, env={**os.environ, "DESTDIR": str(stage)})
-    assert config.read_text().endswith("# edited\n")
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--no-venv"], check=True,
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "DESTDIR": str(stage)})
+    assert config.read_text().endswith("# edited\n") and "edge.yaml edited)" in again.stdout

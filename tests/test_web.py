@@ -162,7 +162,7 @@ def test_status_page_in_headless_chromium(status_daemon, tmp_path):
 def test_healthz_fails_without_camera(tmp_path):
     port = free_port()
     edge = EdgeProcess(*base_args(tmp_path / "edge.db", "--set", "web.enabled=true", "--set", f"web.port={port}",
-                                  source=str(tmp_path / "no-such-camera.mp4")))
+                                  source="57"))     # no such V4L2 camera: retried, never connected
     try:
         wait_port(port, 60)
         status, _, body = get(port, "/healthz")
@@ -247,7 +247,8 @@ def test_port_in_use_costs_the_page_only(caplog):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        cfg = AppConfig.model_validate({"web": {"enabled": True, "port": taken.getsockname()[1]}})
+        # web.optional: the page is dispensable; without it the port stops start-up (tests/test_packaging.py).
+        cfg = AppConfig.model_validate({"web": {"enabled": True, "port": taken.getsockname()[1], "optional": True}})
         server = StatusServer(LiveOutputs(cfg, SimpleNamespace(timer=StageTimer(), faces_seen=0)), cfg.web)
         server.start()
     assert server.httpd is None
