@@ -139,7 +139,7 @@ def test_compare_same_person(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["same_person"] is True
-    assert report["distance"] < report["threshold"] == 0.6
+    assert report["distance"] < report["threshold"] == load_config().identity.threshold   # the model in force
     assert report["similarity"] == pytest.approx(1 - report["distance"], abs=1e-3)
 
 
