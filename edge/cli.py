@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 
 from . import __version__
 from .backends import ModelLoadError
-from .config import DEMO_DIR, AppConfig, ConfigError, load_config, with_changes
+from .config import DEFAULT_CONFIG, DEMO_DIR, AppConfig, ConfigError, config_source, load_config, with_changes
 from .enroll import BadName
 from .images import ImageError
 from .store import StoreError
@@ -25,8 +27,9 @@ log = logging.getLogger("edge")
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, action="append",
-                        help="YAML config (default: config/default.yaml); repeatable: a later file changes the "
-                             "keys it names, e.g. --config /etc/edge/edge.yaml --config /etc/edge/cameras/door.yaml")
+                        help="YAML config (default: $EDGE_CONFIG, else /etc/edge/edge.yaml when present, else the "
+                             "shipped config/default.yaml); repeatable: a later file changes the keys it names, "
+                             "e.g. --config /etc/edge/edge.yaml --config /etc/edge/cameras/door.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config key, e.g. --set mqtt.port=1884 (repeatable)")
 
@@ -93,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("folder", type=Path)
     calibrate.add_argument("--target-far", type=float,
                            help="most permissive threshold with at most this false accept rate (default: max F1)")
-    calibrate.add_argument("--output", type=Path, default=Path("config") / "calibrated.yaml",
-                           help="YAML to write, relative to the project root (default %(default)s)")
+    calibrate.add_argument("--output", type=Path,
+                           help="YAML to write (default: calibrated.yaml beside the database, store.path)")
     calibrate.add_argument("--plot", type=Path, help="PNG of both distance histograms and the threshold")
     calibrate.add_argument("--json", action="store_true")
 
@@ -112,9 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["edge", *argv])
+    files = list(args.config or [])
+    if args.command == "demo" and not files:
+        # The demo is the shipped product on bundled data: never a service box's /etc/edge/edge.yaml.
+        files = [os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG]
+    if files:
+        args.config_file = " + ".join(str(f) for f in files) + " (--config)"
+    else:
+        path, why = config_source(None)
+        files, args.config_file = [path], f"{path} ({why})"
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(files, args.overrides)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -140,6 +154,36 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
 
+def _store(cfg: AppConfig, args):
+    """The configured database, refused with the command to run instead when it belongs to the service user."""
+    from .service_box import check_store_owner
+    from .store import Store
+    check_store_owner(cfg.store.path, args.command_line)
+    return Store(cfg.store.path)
+
+
+def _existing_store(cfg: AppConfig, args):
+    """The database when there is one (read-only commands do not create it), else None."""
+    from .service_box import check_store_owner
+    from .store import Store
+    try:
+        cfg.store.path.stat()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        pass          # inside the service's 0700 state directory: check_store_owner says what to do
+    check_store_owner(cfg.store.path, args.command_line)
+    return Store(cfg.store.path)
+
+
+def _missing_video_file(source: str) -> bool:
+    """A file path that is not there: a typo, never retried. Devices (/dev/video0 too) and streams may
+    come back and are retried by the grabber."""
+    from .capture.opencv import classify
+    return (classify(source) == "file" and source.strip().lower() not in ("picamera2", "picamera", "pi")
+            and not source.strip().startswith("/dev/") and not Path(source.strip()).exists())
+
+
 def cmd_run(cfg: AppConfig, args) -> int:
     from .daemon import Daemon, print_event
 
@@ -147,6 +191,12 @@ def cmd_run(cfg: AppConfig, args) -> int:
         cfg = with_changes(cfg, {"source": args.source})
     if args.display:
         cfg = with_changes(cfg, {"display.enabled": True})
+    if _missing_video_file(cfg.source):
+        key = "--source" if args.source else "source"
+        raise ConfigError(f"config error: {key}: no such video file: {cfg.source} "
+                          "(a camera is a device index like 0, an rtsp:// URL, a GStreamer pipeline or picamera2)")
+    from .service_box import check_store_owner
+    check_store_owner(cfg.store.path, args.command_line)
     daemon = Daemon(cfg, max_frames=args.max_frames, on_event=print_event if args.print_events else None)
     daemon.install_signal_handlers()
     return daemon.run()
@@ -159,12 +209,16 @@ def cmd_demo(cfg: AppConfig, args) -> int:
     from .models.loader import load_models
     from .store import Store
 
-    explicit = {o.split("=", 1)[0] for o in args.overrides}
+    explicit = {o.split("=", 1)[0].strip() for o in args.overrides}
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
+        # Its own name on the broker (--set mqtt.enabled=true publishes): a real box's Home Assistant entities,
+        # topics and shared gallery are never touched, whatever config the demo was started with.
         changes = {"source": str(DEMO_DIR / "demo.mp4"), "capture.pace": "every_frame",
-                   "store.path": str(Path(tmp) / "demo.db"),
-                   "mqtt.enabled": False}   # no broker needed; --set mqtt.enabled=true publishes too
-        cfg = with_changes(cfg, {k: v for k, v in changes.items() if k not in explicit})
+                   "store.path": str(Path(tmp) / "demo.db"), "mqtt.enabled": False,
+                   "device": DEMO_DEVICE, "mqtt.prefix": DEMO_DEVICE, "mqtt.client_id": None,
+                   "homeassistant.node_id": None, "web.enabled": False, "display.enabled": False}
+        cfg = with_changes(cfg, {**{k: v for k, v in changes.items() if not _set_by_user(k, explicit)},
+                                 "fleet.enabled": False})
         models = load_models(cfg)
         store = Store(cfg.store.path)
         for photo in sorted((DEMO_DIR / "gallery").glob("*.jpg")):
@@ -178,6 +232,14 @@ def cmd_demo(cfg: AppConfig, args) -> int:
               f"frames/s including start-up), {daemon.events_produced} events", file=sys.stderr)
         store.close()
         return code
+
+
+DEMO_DEVICE = "edge-demo"
+
+
+def _set_by_user(key: str, explicit: set[str]) -> bool:
+    """Whether a `--set` covers this dotted key (`--set display=true` also sets display.enabled)."""
+    return any(e == key or key.startswith(e + ".") or e.startswith(key + ".") for e in explicit)
 
 
 def _faces_in(models, path: Path):
@@ -201,7 +263,6 @@ def cmd_enroll(cfg: AppConfig, args) -> int:
     """Per-photo lines on stderr for what was not stored, one summary line; exit 4 when nothing usable."""
     from .enroll import FINE, checked_name, enroll, photos_in
     from .models.loader import load_models
-    from .store import Store
 
     name = checked_name(args.name)          # a bad name is a usage error, found before any model loads
     photos = photos_in(args.images)
@@ -209,7 +270,7 @@ def cmd_enroll(cfg: AppConfig, args) -> int:
         raise ImageError(f"no photos in {', '.join(map(str, args.images))} (looked for "
                          ".jpg, .jpeg, .png, .bmp, .webp, .tif)", "missing")
     models = load_models(cfg)
-    store = Store(cfg.store.path)
+    store = _store(cfg, args)
     result = enroll(models, store, name, photos, strict=args.strict,
                     progress=lambda items: _progress(items, f"enrolling {name}", "photo"))
     for photo in result.photos:
@@ -257,11 +318,9 @@ def _share_with_fleet(cfg: AppConfig, store) -> None:
 
 
 def cmd_identities(cfg: AppConfig, args) -> int:
-    from .store import Store
-
     if args.action == "forget":
-        return _forget(cfg, args.name)
-    store = Store(cfg.store.path)
+        return _forget(cfg, args.name, args)
+    store = _store(cfg, args)
     if args.action == "list":
         model = cfg.identity.model
         rows = store.identities(model)
@@ -278,13 +337,15 @@ def cmd_identities(cfg: AppConfig, args) -> int:
         return 0
 
 
-def _forget(cfg: AppConfig, name: str) -> int:
+def _forget(cfg: AppConfig, name: str, args) -> int:
     """Erase a person; resumable (Store.forget): running it again finishes an erasure that a crash or a
     full disk interrupted."""
     from .enroll import erase_person
+    from .service_box import check_store_owner
     from .snapshots import erase_thumbnails
     from .store import Store
 
+    check_store_owner(cfg.store.path, args.command_line)     # the service's database: run as its user
     # Files first: they need no database, and on a full disk the space they free lets SQLite open at all.
     early = erase_thumbnails(cfg, name)
     try:
@@ -314,9 +375,8 @@ def _forget(cfg: AppConfig, name: str) -> int:
 def cmd_unknowns(cfg: AppConfig, args) -> int:
     from . import unknowns
     from .snapshots import person_slug, thumbnail_dir
-    from .store import Store
 
-    store = Store(cfg.store.path)
+    store = _store(cfg, args)
     if args.action == "list":
         groups = [c.as_dict() for c in unknowns.clusters(store, cfg)]
         if args.json:
@@ -349,10 +409,10 @@ def cmd_unknowns(cfg: AppConfig, args) -> int:
 def cmd_analyze(cfg: AppConfig, args) -> int:
     from .analysis import face_results
     from .models.loader import load_models
-    from .store import Store
 
     models = load_models(cfg)
-    gallery = Store(cfg.store.path).gallery(cfg.identity.model) if cfg.store.path.exists() else None
+    store = _existing_store(cfg, args)
+    gallery = store.gallery(cfg.identity.model) if store else None
     status = 0
     for path in args.images:
         try:
@@ -411,14 +471,13 @@ def cmd_compare(cfg: AppConfig, args) -> int:
 def cmd_calibrate(cfg: AppConfig, args) -> int:
     """Same/different distances between the folder's photos and the enrolled gallery -> threshold YAML."""
     import numpy as np
-    from .config import PROJECT_ROOT
     from .evaluation import calibrate_threshold, calibration_yaml, labelled_pair_distances, plot_distance_histograms
     from .models.loader import load_models
-    from .store import Store
 
     if not args.folder.is_dir():
         raise ImageError(f"{args.folder}: not a folder (expected one sub-folder of photos per person)")
-    gallery = Store(cfg.store.path).gallery(cfg.identity.model) if cfg.store.path.exists() else None
+    store = _existing_store(cfg, args)
+    gallery = store.gallery(cfg.identity.model) if store else None
     models = load_models(cfg)
     names, vectors = [], []
     # Folders starting with "_" or "." hold no single person (group photos, videos).
@@ -445,7 +504,8 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
                          f"(got {int(same.sum())} same-person and {int((~same).sum())} different-person pairs)")
     result = calibrate_threshold(distances, same, args.target_far)
     result["previous_threshold"] = cfg.identity.threshold
-    output = args.output if args.output.is_absolute() else PROJECT_ROOT / args.output
+    # Beside the database by default: the state directory is the box's writable place (never site-packages).
+    output = (args.output or cfg.store.path.parent / "calibrated.yaml").absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(calibration_yaml(result, cfg.identity.model, f"`edge calibrate {args.folder}`"))
     result["output"] = str(output)
@@ -467,8 +527,9 @@ def cmd_calibrate(cfg: AppConfig, args) -> int:
 
 def cmd_doctor(cfg: AppConfig, args) -> int:
     from .doctor import report
-    print(report(cfg))
-    return 0
+    text, failed = report(cfg, args.config_file)
+    print(text)
+    return 1 if failed else 0
 
 
 def cmd_models(cfg: AppConfig, args) -> int:

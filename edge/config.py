@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,9 +18,41 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SecretStr, V
 
 from .models.catalog import DEFAULT_EMBEDDING, EMBEDDINGS, LEGACY_MODEL
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.yaml"
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# A checkout keeps models/ and config/ at the top level (the product's layout); a wheel, an sdist or
+# `pip install .` carries them inside the package as edge/_models and edge/_config (setup.py package_dir).
+PROJECT_ROOT = PACKAGE_DIR.parent
+IN_CHECKOUT = not (PACKAGE_DIR / "_config" / "default.yaml").is_file()
+
+
+def _shipped(name: str) -> Path:
+    return PROJECT_ROOT / name if IN_CHECKOUT else PACKAGE_DIR / f"_{name}"
+
+
+MODELS_DIR = _shipped("models")
+DEFAULT_CONFIG = _shipped("config") / "default.yaml"
+DEMO_DIR = PACKAGE_DIR / "demo"
+# The service's config (scripts/install.sh). Commands find it without --config so `edge enroll` on a
+# service box writes the database the daemon reads; EDGE_SYSTEM_CONFIG moves it (tests, staging).
+SYSTEM_CONFIG = Path(os.environ.get("EDGE_SYSTEM_CONFIG") or "/etc/edge/edge.yaml")
+
+
+def relative_base() -> Path:
+    """Relative paths in the config (models.dir, identity.calibration_file): from the checkout's root, or from
+    the current directory for an installed package (site-packages is no place for a user's files)."""
+    return PROJECT_ROOT if IN_CHECKOUT else Path.cwd()
+
+
+def config_source(explicit: Path | str | None) -> tuple[Path, str]:
+    """The config file and why it was chosen: --config, else $EDGE_CONFIG, else the service's
+    /etc/edge/edge.yaml when present, else the shipped default."""
+    if explicit:
+        return Path(explicit), "--config"
+    if os.environ.get("EDGE_CONFIG"):
+        return Path(os.environ["EDGE_CONFIG"]), "EDGE_CONFIG"
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG, "the service's config"
+    return DEFAULT_CONFIG, "the shipped default"
 
 
 class ConfigError(ValueError):
@@ -87,7 +120,7 @@ BackendKey = Annotated[str, AfterValidator(_backend_key)]
 
 
 class ModelsConfig(Section):
-    dir: Path = PROJECT_ROOT / "models"
+    dir: Path = MODELS_DIR
     backend: BackendKey = "auto"
     # Per-model override of `backend`; null follows it.
     age_backend: BackendKey | None = None
@@ -100,10 +133,15 @@ class ModelsConfig(Section):
     onnx_providers: list[str] = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     verify_hashes: bool = True
 
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _shipped_when_null(cls, value):
+        return MODELS_DIR if value is None else value
+
     @field_validator("dir", mode="after")
     @classmethod
     def _relative_to_project(cls, value: Path) -> Path:
-        return value if value.is_absolute() else PROJECT_ROOT / value
+        return value if value.is_absolute() else relative_base() / value
 
 
 class TrackingConfig(Section):
@@ -134,7 +172,7 @@ class IdentityConfig(Section):
     # Share of a track's per-frame matches that must agree with the averaged decision.
     min_agreement: float = Field(0.6, gt=0, le=1)
     # YAML written by `edge calibrate` ({identity: {threshold: X, model: M}}); when set, its threshold replaces
-    # `threshold`. Relative paths are from the project root, like models.dir.
+    # `threshold`. Relative paths are from the project root (a checkout) or the current directory, like models.dir.
     calibration_file: Path | None = None
 
     @field_validator("model")
@@ -157,7 +195,7 @@ class IdentityConfig(Section):
         if not isinstance(data["calibration_file"], (str, Path)):
             return data      # not a path: the field's own type check names the key (Path(1) would raise TypeError)
         path = Path(data["calibration_file"]).expanduser()
-        path = path if path.is_absolute() else PROJECT_ROOT / path
+        path = path if path.is_absolute() else relative_base() / path
         try:
             calibrated = yaml.safe_load(path.read_text())
             threshold = calibrated["identity"]["threshold"]
@@ -317,6 +355,7 @@ class WebConfig(_Switchable):
     Off: no listening port."""
     host: str = Field("127.0.0.1", min_length=1)   # 0.0.0.0 exposes names and the live picture to the network
     port: int = Field(8080, ge=1, le=65535)
+    optional: bool = False   # true: a port that cannot be opened is logged and the daemon runs without the page
     stream_max_fps: float = Field(10, gt=0, le=60)
     jpeg_quality: int = Field(80, ge=10, le=100)
     recent_events: int = Field(50, ge=1, le=1000)
@@ -446,8 +485,14 @@ class SnapshotsConfig(Section):
     thumbnail_retention_days: int = Field(7, ge=1, le=3650)   # ... deleted after this many days
 
 
+def default_device() -> str:
+    """This host's name in [A-Za-z0-9_-], so two boxes left on defaults never share Home Assistant unique ids."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-")
+    return name[:64] or "edge"
+
+
 class AppConfig(Section):
-    device: str = Field("edge", min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    device: str = Field(default_factory=default_device, min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
     camera: str = Field("camera", min_length=1)
     # Device index ("0"), file path, rtsp:// URL, GStreamer pipeline (contains "!"), or "picamera2".
     source: str = "0"
@@ -466,6 +511,11 @@ class AppConfig(Section):
     snapshots: SnapshotsConfig = SnapshotsConfig()
     display: DisplayConfig = DisplayConfig()
     web: WebConfig = WebConfig()
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _host_name_when_null(cls, value):
+        return default_device() if value is None else value
 
     @model_validator(mode="before")
     @classmethod
@@ -607,9 +657,13 @@ def _load_yaml(text: str) -> Any:
         loader.dispose()
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path, why: str = "--config") -> dict:
     try:
         text = path.read_text()
+    except PermissionError:
+        hint = ("; it is the service's config, found because no --config was given: run the command as the "
+                "service user (sudo -u edge edge ...) or pass --config" if why == "the service's config" else "")
+        raise ConfigError(f"config error: cannot read {path}: Permission denied{hint}") from None
     except OSError as exc:
         raise ConfigError(f"config error: cannot read {path}: {exc.strerror}") from None
     try:
@@ -636,12 +690,15 @@ def _merge(base: dict, changes: dict) -> dict:
 
 def load_config(path: Path | str | list[Path | str] | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
-    """Read YAML (default config/default.yaml; several files: each later one changes the keys it names, e.g.
-    a box-wide file then a per-camera one), apply `--set` overrides, validate."""
-    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)] if path else []
+    """Read YAML (several files: each later one changes the keys it names, e.g. a box-wide file then a
+    per-camera one; none: the one config_source finds), apply `--set` overrides, validate."""
+    if isinstance(path, (list, tuple)) and path:
+        sources = [(Path(p), "--config") for p in path]
+    else:
+        sources = [config_source(None if isinstance(path, (list, tuple)) else path)]
     data: dict = {}
-    for one in paths or [DEFAULT_CONFIG]:
-        data = _merge(data, _read_yaml(one))
+    for one, why in sources:
+        data = _merge(data, _read_yaml(one, why))
     for assignment in overrides:
         apply_override(data, assignment)
     return validate(data)

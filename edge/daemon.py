@@ -103,11 +103,12 @@ class Daemon:
         grabber = LatestFrameGrabber(source, every_frame=cfg.capture.pace == "every_frame", loop=cfg.capture.loop,
                                      reopen_initial_s=cfg.capture.reopen_initial_s,
                                      reopen_max_s=cfg.capture.reopen_max_s,
-                                     realtime=cfg.capture.pace == "realtime", timer=self.pipeline.timer).start()
+                                     realtime=cfg.capture.pace == "realtime", timer=self.pipeline.timer)
+        if self.live:   # first: a status page that cannot listen stops start-up before anything else runs
+            self.live.start(grabber, self.publisher)
+        grabber.start()
         if self.publisher:
             self.publisher.start()
-        if self.live:
-            self.live.start(grabber, self.publisher)
         log.info("running on %s (%s detector)", source.description, cfg.detector.type)
         failure: StoreError | None = None
         try:
@@ -193,6 +194,8 @@ class Daemon:
             if not (failed or error) and not self.publisher.flush(self.stop_flush_s):
                 log.warning("%d events still in the outbox; they are sent on the next start",
                             self.store.outbox_depth())
+            if self.homeassistant and not (failed or error):
+                self.homeassistant.close()
             self.publisher.stop()
         for sink in self.sinks:
             sink.close()

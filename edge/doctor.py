@@ -10,39 +10,40 @@ from .backends.select import model_threads, probe_board, probe_runtimes
 from .config import AppConfig
 
 
-def check_camera(cfg: AppConfig, timeout_s: float = 5.0) -> str:
+def check_camera(cfg: AppConfig, timeout_s: float = 5.0) -> tuple[bool, str]:
     from .capture import SourceError, open_source
 
     source = open_source(cfg.source, cfg.capture.width, cfg.capture.height, cfg.capture.fps)
-    result: list[str] = []
+    result: list[tuple[bool, str]] = []
 
     def probe():
         try:
             source.open()
             frame = source.read()
-            result.append(f"opened {source.description}: " +
-                          (f"frame {frame[0].shape[1]}x{frame[0].shape[0]}" if frame else "opened but no frame"))
+            result.append((frame is not None, f"opened {source.description}: " +
+                           (f"frame {frame[0].shape[1]}x{frame[0].shape[0]}" if frame else "opened but no frame")))
         except SourceError as exc:
-            result.append(f"cannot open: {exc}")
+            result.append((False, f"cannot open: {exc}"))
         finally:
             source.close()
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout_s)
-    return result[0] if result else f"{source.description}: no answer within {timeout_s:.0f} s"
+    return result[0] if result else (False, f"{source.description}: no answer within {timeout_s:.0f} s")
 
 
-def check_broker(cfg: AppConfig, timeout_s: float = 3.0) -> str:
+def check_broker(cfg: AppConfig, timeout_s: float = 3.0) -> tuple[bool, str]:
     if not cfg.mqtt.enabled:
-        return "MQTT disabled in config"
+        return True, "MQTT disabled in config"
     import paho.mqtt.client as mqtt
 
     answered = threading.Event()
-    outcome: list[str] = []
+    outcome: list[tuple[bool, str]] = []
 
     def on_connect(client, userdata, flags, reason_code, properties):
-        outcome.append("accepted the connection" if not reason_code.is_failure else f"refused: {reason_code}")
+        outcome.append((True, "accepted the connection") if not reason_code.is_failure
+                       else (False, f"refused: {reason_code}"))
         answered.set()
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-doctor-{cfg.device}")
@@ -57,15 +58,33 @@ def check_broker(cfg: AppConfig, timeout_s: float = 3.0) -> str:
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=10)
     except (OSError, socket.timeout) as exc:
-        return f"{where}: not reachable ({exc})"
+        return False, f"{where}: not reachable ({exc})"
     client.loop_start()
     answered.wait(timeout_s)
     client.disconnect()
     client.loop_stop()
-    return f"{where}: {outcome[0] if outcome else 'no MQTT answer'}"
+    ok, what = outcome[0] if outcome else (False, "no MQTT answer")
+    return ok, f"{where}: {what}"
 
 
-def report(cfg: AppConfig) -> str:
+def check_database(cfg: AppConfig) -> tuple[bool, str]:
+    """The database this config points at, and whether this user may write it (the service's may not be)."""
+    from .store import StoreError
+    from .service_box import check_store_owner
+    path = cfg.store.path
+    try:
+        check_store_owner(path, "edge doctor")
+    except StoreError as exc:
+        return False, str(exc)
+    if path.exists():
+        return os.access(path, os.W_OK), f"{path} ({'writable' if os.access(path, os.W_OK) else 'not writable'})"
+    parent = next((p for p in path.parents if p.exists()), path.anchor)
+    ok = os.access(parent, os.W_OK)
+    return ok, f"{path} (not created yet; {parent} is {'writable' if ok else 'not writable'})"
+
+
+def report(cfg: AppConfig, config_file: str = "") -> tuple[str, int]:
+    """The report text and the number of failed checks (`edge doctor` exits 1 when there is any)."""
     from .models.loader import plan
 
     board = probe_board()
@@ -78,11 +97,18 @@ def report(cfg: AppConfig) -> str:
              f"detector: {cfg.detector.type}",
              f"models: {model_threads(cfg.models.threads)} thread(s) each"
              + (" (models.threads: 0 = half of %d cores)" % (os.cpu_count() or 1) if not cfg.models.threads else "")]
+    if config_file:
+        lines.insert(0, f"config: {config_file}")
+    failed = 0
     try:
         for name, key, file, why in plan(cfg, board, runtimes):
             lines.append(f"  {name}: {key} ({why}) <- {file.path.name}")
-    except Exception as exc:  # doctor reports problems instead of dying on them
-        lines.append(f"  cannot plan models: {exc}")
-    lines.append(f"camera: {check_camera(cfg)}")
-    lines.append(f"broker: {check_broker(cfg)}")
-    return "\n".join(lines)
+    except Exception as exc:  # doctor reports problems instead of dying on them; counted as a failure
+        lines.append(f"  FAIL cannot plan models: {exc}")
+        failed += 1
+    for what, (ok, text) in (("database", check_database(cfg)), ("camera", check_camera(cfg)),
+                             ("broker", check_broker(cfg))):
+        lines.append(f"{what}: {text}" if ok else f"{what}: FAIL {text}")
+        failed += not ok
+    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
+    return "\n".join(lines), failed

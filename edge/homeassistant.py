@@ -266,6 +266,11 @@ class HomeAssistant:
         if set(self._enrolled()) != set(self.people):
             self.refresh_people()
 
+    def close(self) -> None:
+        """A clean stop: the retained diagnostics must not keep saying `running` while the box is stopped."""
+        self.publisher.publish_now(self.diagnostics_topic, json.dumps(
+            {"fps": 0.0, "faces": 0, "outbox": self.store.outbox_depth(), "status": "stopped"}))
+
     def _presence_states(self) -> None:
         present = set(self.track_names.values())
         for name, object_id in self.people.items():

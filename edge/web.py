@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import cv2
 
-from .config import WebConfig, is_loopback
+from .config import ConfigError, WebConfig, is_loopback
 from .enroll import BadName
 from .images import ImageError
 from .live import LiveOutputs, LiveView
@@ -63,9 +63,12 @@ class StatusServer:
             self.httpd = PooledHTTPServer((self.cfg.host, self.cfg.port), _handler(self), self.cfg.workers,
                                           self.cfg.queue)
         except OSError as exc:
-            # The pipeline matters more than its status page: say why once and carry on without it.
-            log.error("status page: cannot listen on %s:%s: %s; web page off", self.cfg.host, self.cfg.port,
-                      exc.strerror or exc)
+            where = f"cannot listen on {self.cfg.host}:{self.cfg.port}: {exc.strerror or exc}"
+            if not self.cfg.optional:   # a page the user asked for and cannot open must not fail silently
+                raise ConfigError(f"config error: web.port: status page {where} (another program holds it? "
+                                  "choose another web.port, or set web.optional: true to run without the page)")
+            # web.optional: the pipeline matters more than its status page: say why once and carry on.
+            log.error("status page: %s; web page off (web.optional)", where)
             return
         threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True).start()
         log.info("status page on %s (%d workers%s)", self.url, self.cfg.workers,

@@ -175,16 +175,16 @@ pip_install() {
   [ -x "$ROOT$VENV/bin/python" ] || in_root python3 -m venv "$VENV" || return
   # A kept venv holds the last run's install, editable or not: remove it so only this checkout is imported.
   in_root pip uninstall -y -q edge-face-appliance || return
-  # Editable until the wheel carries models/ and config/ (issue 13 item 1); then a plain `pip install`.
-  in_root pip install -e "$CHECKOUT" || return
+  # A normal install, as a user makes it: pip builds the wheel, which carries models/ and config/.
+  in_root pip install "$CHECKOUT" || return
   in_root pip list --format=freeze
 }
 pip_detail() {
   local versions
   versions=$(grep -iE '^(onnxruntime|ai-edge-litert|opencv-python-headless|numpy)==' "$1" | tr '\n' ' ')
-  echo "editable install; $versions"
+  echo "wheel built and installed; $versions"
 }
-step "venv + pip install -e" pip_detail pip_install || { print_summary; exit 1; }
+step "venv + pip install" pip_detail pip_install || { print_summary; exit 1; }
 
 # --- the appliance's own commands, run from /tmp inside the arm64 root
 DEMO_DIR=$(in_root python -c 'import edge.cli as c; print(c.DEMO_DIR)') \

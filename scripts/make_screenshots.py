@@ -3,7 +3,7 @@
 
 Runs `edge run --display` with the status page on the demo video and gallery, on a private Xvfb screen, and
 keeps the first kiosk screenshot and page screenshot (headless Chromium) that show both people boxed: the
-enrolled one in the known colour and the other in the unknown colour. Needs Xvfb and chromium (apt).
+enrolled one in the known colour and the other in the unknown colour. Needs Xvfb and chromium (apt). Run from the project root: `python -m scripts.make_screenshots`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageGrab
 
+from edge.overlay import KNOWN_COLOUR, UNKNOWN_COLOUR
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from edge.overlay import KNOWN_COLOUR, UNKNOWN_COLOUR  # noqa: E402
 
 DEMO = ROOT / "edge" / "demo"
 DOCS = ROOT / "docs"

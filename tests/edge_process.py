@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 
+import conftest
 from conftest import DEMO_VIDEO, ROOT, edge_command
 
 
@@ -47,17 +48,18 @@ class EdgeProcess:
         return "\n".join(line for _, line in self.log)
 
     def wait_until(self, predicate, timeout: float = 60, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait for `predicate(self)`; fails at once, with the log, if edge exits first."""
+        def ready() -> bool:
             if predicate(self):
-                return
+                return True
             if self.process.poll() is not None:
                 time.sleep(0.3)   # let the readers drain
                 if predicate(self):
-                    return
+                    return True
                 raise AssertionError(f"edge exited ({self.process.returncode}) before {what}:\n{self.stderr()}")
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.stderr()}")
+            return False
+        if not conftest.wait_until(ready, timeout):
+            raise AssertionError(f"timed out waiting for {what}:\n{self.stderr()}")
 
     def wait_log(self, pattern: str, timeout: float = 60, after: float = 0.0) -> float:
         """Time (monotonic) of the first stderr line matching `pattern` logged after `after`."""
@@ -70,6 +72,10 @@ class EdgeProcess:
         return found[0]
 
     def wait_events(self, predicate, timeout: float = 60) -> None:
+        """Wait for `predicate(events)`; an int waits for that many events."""
+        if isinstance(predicate, int):
+            count = predicate
+            predicate = lambda events: len(events) >= count  # noqa: E731
         self.wait_until(lambda p: predicate(p.events), timeout, "events")
 
     def signal(self, signum: int) -> None:

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_GALLERY
+from conftest import DEMO_GALLERY, require_module
 from edge.backends import load_backend
 from edge.backends.select import probe_runtimes
 from edge.config import load_config
@@ -26,13 +26,12 @@ TOLERANCE = {"age": 0.05, "gender": 1e-3, "embedding": 1e-3}   # years, probabil
 
 
 @pytest.fixture(scope="module")
-def faces():
+def faces(hopper_photo):
     """Landmarks of real faces: the demo gallery photo, the astronaut photo, Grace Hopper."""
-    import matplotlib.cbook
-    import skimage.data
+    skimage_data = require_module("skimage.data", "scikit-image", "its astronaut sample photo")
     images = [cv2.imread(str(DEMO_GALLERY / "eileen_collins.jpg")),
-              np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1]),
-              cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))]
+              np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1]),
+              cv2.imread(str(hopper_photo))]
     models = load_models(load_config())
     found = []
     for image in images:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DEMO_VIDEO
+from conftest import DEMO_VIDEO, wait_until
 from edge.capture import LatestFrameGrabber, open_source
 from edge.face import Face
 from edge.config import IdentityConfig, TrackingConfig
@@ -26,10 +26,7 @@ def test_missing_source_is_retried_logged_once_and_opened_when_it_appears(tmp_pa
             time.sleep(1.0)
             assert grabber.get(timeout=0.1) is None
             shutil.copy(DEMO_VIDEO, target)
-            frame = None
-            deadline = time.monotonic() + 10
-            while frame is None and time.monotonic() < deadline:
-                frame = grabber.get(timeout=0.2)
+            frame = wait_until(lambda: grabber.get(timeout=0.2), timeout=10, interval=0)
         assert frame is not None and frame.image.shape == (480, 640, 3)
         unavailable = [r for r in caplog.records if "unavailable" in r.getMessage()]
         assert len(unavailable) == 1, "one log line per outage, not one per retry"

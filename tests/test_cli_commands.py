@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import cv2
@@ -14,14 +15,9 @@ from conftest import DEMO_GALLERY, run_edge
 COLLINS = DEMO_GALLERY / "eileen_collins.jpg"
 
 
-def hopper_photo() -> str:
-    import matplotlib.cbook
-    return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
-def test_analyze_json_shape_and_identity(enrolled_db, tmp_path):
+def test_analyze_json_shape_and_identity(enrolled_db, tmp_path, hopper_photo):
     # A frame with both public-domain faces side by side: Hopper (unknown) left, Collins right.
-    hopper = cv2.imread(hopper_photo())
+    hopper = cv2.imread(str(hopper_photo))
     collins = cv2.imread(str(COLLINS))
     height = 420
     pair = np.hstack([cv2.resize(hopper, (int(hopper.shape[1] * height / hopper.shape[0]), height)),
@@ -45,6 +41,7 @@ def test_analyze_json_shape_and_identity(enrolled_db, tmp_path):
         assert set(face) == {"box", "age", "gender", "identity"} and len(face["box"]) == 4
 
 
+@pytest.mark.slow
 def test_enroll_list_forget_erases_every_trace(tmp_path):
     db = tmp_path / "edge.db"
     assert run_edge("enroll", "eileen", str(COLLINS), "--set", f"store.path={db}").returncode == 0
@@ -69,9 +66,9 @@ def test_enroll_list_forget_erases_every_trace(tmp_path):
     assert run_edge("identities", "forget", "eileen", "--set", f"store.path={db}").returncode == 1
 
 
-def test_enroll_refuses_photo_with_two_faces(tmp_path):
+def test_enroll_refuses_photo_with_two_faces(tmp_path, hopper_photo):
     collins = cv2.imread(str(COLLINS))
-    hopper = cv2.resize(cv2.imread(hopper_photo()), (collins.shape[1], collins.shape[0]))
+    hopper = cv2.resize(cv2.imread(str(hopper_photo)), (collins.shape[1], collins.shape[0]))
     two = tmp_path / "two.jpg"
     cv2.imwrite(str(two), np.hstack([collins, hopper]))
     result = run_edge("enroll", "pair", str(two), "--set", f"store.path={tmp_path / 'db'}")
@@ -81,11 +78,11 @@ def test_enroll_refuses_photo_with_two_faces(tmp_path):
 def test_doctor_reports_board_backends_camera_broker(broker, tmp_path):
     result = run_edge("doctor", "--set", f"mqtt.port={broker.port}", "--set", "mqtt.host=127.0.0.1",
                       "--set", f"source={tmp_path / 'missing.mp4'}")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr      # the camera check failed: doctor says so in its exit code
     out = result.stdout
     assert "board: generic" in out and "onnxruntime:" in out
-    assert "embedding: onnxruntime" in out
-    assert "camera: cannot open" in out
+    assert re.search(r"^  embedding\S*: onnxruntime ", out, re.M), out     # embedding or embedding_<model id>
+    assert "camera: FAIL cannot open" in out and "1 check(s) failed" in out
     assert f"127.0.0.1:{broker.port}: accepted the connection" in out
 
 

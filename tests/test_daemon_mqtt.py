@@ -2,50 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sqlite3
-import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import DEMO_VIDEO, ROOT, edge_command, free_port
-
-
-class DaemonProcess:
-    """`edge run` as a real subprocess; stdout event lines are collected as they come."""
-
-    def __init__(self, *args: str):
-        self.process = subprocess.Popen(edge_command("run", "--print-events", *args), cwd=ROOT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.events: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            if line.startswith("{"):
-                self.events.append(json.loads(line))
-
-    def wait_events(self, count: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.events) < count and time.monotonic() < deadline and self.process.poll() is None:
-            time.sleep(0.05)
-        assert len(self.events) >= count, f"only {len(self.events)} events; stderr: {self.stderr()}"
-
-    def wait(self, timeout: float = 180) -> int:
-        code = self.process.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def stderr(self) -> str:
-        if self.process.poll() is None:
-            return "(still running)"
-        return self.process.stderr.read()
+from conftest import DEMO_VIDEO, free_port
+from edge_process import EdgeProcess
 
 
 def daemon_args(port: int, db, pace: str = "every_frame", *extra: str) -> list[str]:
@@ -54,10 +18,11 @@ def daemon_args(port: int, db, pace: str = "every_frame", *extra: str) -> list[s
             "--set", "device=test-box", *extra]
 
 
+@pytest.mark.slow
 def test_demo_video_identity_age_gender_over_real_broker(broker, subscriber_factory, enrolled_db):
     subscriber = subscriber_factory(broker.port, topic="door1/#")
-    daemon = DaemonProcess(*daemon_args(broker.port, enrolled_db))
-    assert daemon.wait() == 0, daemon.stderr()
+    daemon = EdgeProcess(*daemon_args(broker.port, enrolled_db))
+    assert daemon.wait(180) == 0, daemon.stderr()
     assert subscriber.wait_for(lambda s: len(s.events()) >= len(daemon.events), timeout=20)
     events = subscriber.events()
     identified = [e for e in events if e["type"] == "face_identified"]
@@ -90,9 +55,10 @@ def test_demo_video_identity_age_gender_over_real_broker(broker, subscriber_fact
         assert db.execute("SELECT COUNT(*) FROM sightings WHERE identity_id IS NOT NULL").fetchone()[0] >= 1
 
 
+@pytest.mark.slow
 def test_broker_restart_mid_run_loses_no_event(broker, subscriber_factory, tmp_path):
     subscriber = subscriber_factory(broker.port, topic="door1/events", client_id="outage-sub")
-    daemon = DaemonProcess(*daemon_args(broker.port, tmp_path / "edge.db", "realtime"))
+    daemon = EdgeProcess(*daemon_args(broker.port, tmp_path / "edge.db", "realtime"))
     daemon.wait_events(1)
     broker.stop()
     produced_during_outage = len(daemon.events)
@@ -106,10 +72,11 @@ def test_broker_restart_mid_run_loses_no_event(broker, subscriber_factory, tmp_p
     assert produced_during_outage >= 1, "the outage should cover at least one event"
 
 
+@pytest.mark.slow
 def test_sigkill_with_queued_events_then_restart_delivers_them(broker, subscriber_factory, tmp_path):
     db = tmp_path / "edge.db"
     dead_port = free_port()   # nothing listens: every event stays in the outbox
-    daemon = DaemonProcess(*daemon_args(dead_port, db, "realtime"))
+    daemon = EdgeProcess(*daemon_args(dead_port, db, "realtime"))
     daemon.wait_events(2)
     daemon.process.send_signal(signal.SIGKILL)
     daemon.wait()
@@ -119,7 +86,7 @@ def test_sigkill_with_queued_events_then_restart_delivers_them(broker, subscribe
         in_outbox = {r[0] for r in conn.execute("SELECT event_id FROM outbox")}
     assert queued <= in_outbox
     subscriber = subscriber_factory(broker.port, topic="door1/events")
-    restarted = DaemonProcess(*daemon_args(broker.port, db, "every_frame", "--max-frames", "3"))
+    restarted = EdgeProcess(*daemon_args(broker.port, db, "every_frame", "--max-frames", "3"))
     assert restarted.wait() == 0, restarted.stderr()
     assert subscriber.wait_for(lambda s: queued <= {e["event_id"] for e in s.events()}, timeout=20)
     with sqlite3.connect(db) as conn:

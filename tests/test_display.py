@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, edge_command
+from conftest import ROOT, edge_command, require_module, require_program, wait_until
 from edge_process import EdgeProcess, base_args
 from edge.overlay import KNOWN_COLOUR, STATUS_BACKGROUND, OverlayFace, draw_overlay
 
@@ -41,23 +41,21 @@ def start_xvfb(width: int, height: int) -> tuple[subprocess.Popen, str]:
         raise RuntimeError("Xvfb did not start")
     display = f":{number}"
     from PIL import ImageGrab
-    for _ in range(50):          # accepting connections, not only started
+
+    def accepting() -> bool:     # accepting connections, not only started
         try:
             ImageGrab.grab(xdisplay=display)
-            break
+            return True
         except OSError:
-            time.sleep(0.1)
+            return False
+    wait_until(accepting, timeout=5, interval=0.1)
     return process, display
 
 
 def need_xvfb_and_tk() -> None:
-    if not shutil.which("Xvfb"):
-        pytest.skip("Xvfb is not installed (apt-get install xvfb; make test-deps does it)")
-    try:
-        import tkinter  # noqa: F401
-        from PIL import ImageTk  # noqa: F401
-    except ImportError:
-        pytest.skip("this Python has no tkinter (apt-get install python3-tk)")
+    require_program("Xvfb", package="xvfb")
+    require_module("tkinter", "python3-tk", "the kiosk window")
+    require_module("PIL.ImageTk", "python3-tk", "Pillow's Tk bridge for the kiosk window")
 
 
 @pytest.fixture(scope="module")
@@ -98,18 +96,20 @@ def face_under_known_box(image: np.ndarray) -> tuple[tuple, tuple] | None:
     return None
 
 
+@pytest.mark.slow
 def test_kiosk_window_shows_boxes_names_and_status_line(xvfb, enrolled_db, tmp_path):
     db = tmp_path / "edge.db"
     shutil.copy(enrolled_db, db)
     edge = EdgeProcess(*base_args(db, "--display", "--set", "capture.loop=true"), env={"DISPLAY": xvfb})
     try:
         edge.wait_log(r"kiosk window on", timeout=60)
-        found, image = None, None
-        deadline = time.monotonic() + 60
-        while found is None and time.monotonic() < deadline:
-            image = screenshot(xvfb)
-            found = face_under_known_box(image)
-            time.sleep(0.2)
+        shots = []
+
+        def known_box_on_screen():
+            shots.append(screenshot(xvfb))
+            return face_under_known_box(shots[-1])
+        found = wait_until(known_box_on_screen, timeout=60, interval=0.2)
+        image = shots[-1]
         cv2.imwrite(str(tmp_path / "kiosk.png"), image)
         assert found is not None, f"no 'known person' box around a face on screen (last screenshot: " \
                                   f"{tmp_path / 'kiosk.png'}); log:\n{edge.stderr()}"
@@ -148,12 +148,13 @@ def test_slow_screen_drops_frames_and_never_blocks_the_producer(xvfb, monkeypatc
             time.sleep(0.002)
         last = np.full((480, 640, 3), (255, 0, 0), np.uint8)          # pure blue, BGR
         view.put(last, (OverlayFace((100, 100, 200, 200), "known", "someone", "female", 30.0),), "status")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            centre = screenshot(xvfb)[300, 400]
-            if centre[0] > 200 and centre[1] < 50 and centre[2] < 50:
-                break
-            time.sleep(0.1)
+        centres = []
+
+        def blue_centre() -> bool:
+            centres.append(screenshot(xvfb)[300, 400])
+            return centres[-1][0] > 200 and centres[-1][1] < 50 and centres[-1][2] < 50
+        wait_until(blue_centre, timeout=10, interval=0.1)
+        centre = centres[-1]
     finally:
         kiosk.stop()
     assert centre[0] > 200 and centre[1] < 50 and centre[2] < 50, f"newest frame not on screen: {centre}"
@@ -165,6 +166,7 @@ def test_slow_screen_drops_frames_and_never_blocks_the_producer(xvfb, monkeypatc
     assert 1 <= kiosk.shown <= 30, f"{kiosk.shown} of 301 frames drawn"
 
 
+@pytest.mark.slow
 def test_x_server_restart_costs_the_window_not_the_daemon(tmp_path):
     """Xlib ends a process whose X server goes away: only the window process, the daemon runs on and
     opens a new window when the screen is back."""

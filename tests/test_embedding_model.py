@@ -10,14 +10,13 @@ runtime versions while still catching any real conversion error (components are 
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from conftest import ROOT, SHARED as DATASETS, require_module, require_package_folder
+
 PEOPLE = DATASETS / "people"
 ONNX_PATH = ROOT / "models" / "face_embedding_dlib_resnet_v1.onnx"
 TFLITE_PATH = ROOT / "models" / "face_embedding_dlib_resnet_v1.tflite"
@@ -30,10 +29,8 @@ ATOL_TFLITE_VS_ONNX = 1e-5
 
 def _model_file(name: str) -> Path:
     # Located without importing face_recognition_models: its __init__ needs pkg_resources.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("face-recognition-models is not installed: cannot compare with dlib")
-    return Path(list(spec.submodule_search_locations)[0]) / "models" / name
+    return require_package_folder("face_recognition_models", "face-recognition-models",
+                                  "dlib's original weights, the reference") / "models" / name
 
 
 def _normalise(chips: np.ndarray) -> np.ndarray:
@@ -46,10 +43,7 @@ def people_chips():
     """(persons, chips uint8 N x 150 x 150 x 3, dlib descriptors N x 128) for people/'s single-face photos."""
     if not (PEOPLE / "labels.csv").exists():
         pytest.skip(f"shared identity set not found at {PEOPLE}")
-    try:
-        import dlib
-    except ImportError:
-        pytest.skip("dlib (dlib-bin) is not installed: no reference to compare with")
+    dlib = require_module("dlib", "dlib-bin", "the reference embedding")
     dat = _model_file("dlib_face_recognition_resnet_model_v1.dat")
     det = dlib.get_frontal_face_detector()
     sp = dlib.shape_predictor(str(_model_file("shape_predictor_5_face_landmarks.dat")))
@@ -72,8 +66,8 @@ def people_chips():
 
 @pytest.fixture(scope="module")
 def onnx_embeddings(people_chips):
-    ort = pytest.importorskip("onnxruntime")
-    assert ONNX_PATH.exists(), f"{ONNX_PATH} missing: run training/convert_dlib_embedding.py"
+    ort = require_module("onnxruntime", "onnxruntime", "the converted ONNX file")
+    assert ONNX_PATH.exists(), f"{ONNX_PATH} missing: run python -m training.convert_dlib_embedding"
     sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
     x = _normalise(people_chips[1])
     # Whole set in one batch, to exercise the dynamic batch axis.
@@ -81,7 +75,7 @@ def onnx_embeddings(people_chips):
 
 
 def test_onnx_io_contract():
-    ort = pytest.importorskip("onnxruntime")
+    ort = require_module("onnxruntime", "onnxruntime", "the converted ONNX file")
     sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
     (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
     assert inp.name == "images" and inp.shape[1:] == [3, 150, 150] and not isinstance(inp.shape[0], int)
@@ -90,6 +84,7 @@ def test_onnx_io_contract():
     assert y.shape == (3, 128) and np.allclose(y[0], y[2], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_onnx_matches_dlib(people_chips, onnx_embeddings):
     _, _, ref = people_chips
     assert onnx_embeddings.shape == ref.shape == (len(ref), 128)
@@ -98,6 +93,7 @@ def test_onnx_matches_dlib(people_chips, onnx_embeddings):
     assert np.allclose(np.linalg.norm(onnx_embeddings, axis=1), np.linalg.norm(ref, axis=1), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_same_different_decisions_match_dlib(people_chips, onnx_embeddings):
     persons, _, ref = people_chips
     n = len(persons)
@@ -115,10 +111,11 @@ def test_same_different_decisions_match_dlib(people_chips, onnx_embeddings):
     assert checked == n * (n - 1) // 2, "dlib itself disagreed with the labels on some pair"
 
 
+@pytest.mark.slow
 def test_tflite_matches_onnx(people_chips, onnx_embeddings):
     if not TFLITE_PATH.exists():
         pytest.skip(f"{TFLITE_PATH} not built")
-    interpreter_mod = pytest.importorskip("ai_edge_litert.interpreter")
+    interpreter_mod = require_module("ai_edge_litert.interpreter", "ai-edge-litert", "the TFLite file")
     it = interpreter_mod.Interpreter(model_path=str(TFLITE_PATH))
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]

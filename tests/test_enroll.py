@@ -19,11 +19,6 @@ from conftest import DEMO_GALLERY, run_edge
 COLLINS = DEMO_GALLERY / "eileen_collins.jpg"
 
 
-def hopper_photo() -> str:
-    import matplotlib.cbook
-    return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
 def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
     """A valid PNG header claiming 900 megapixels with almost no data: decoding it would need ~2.7 GB."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -40,7 +35,7 @@ def embeddings(db) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def folder(tmp_path):
+def folder(tmp_path, hopper_photo):
     """Eileen Collins twice (same bytes), a resized copy (new photo), a text file, both faces in one photo."""
     photos = tmp_path / "eileen"
     photos.mkdir()
@@ -48,7 +43,7 @@ def folder(tmp_path):
     (photos / "z-copy.jpg").write_bytes(COLLINS.read_bytes())
     cv2.imwrite(str(photos / "b.jpg"), cv2.resize(cv2.imread(str(COLLINS)), (300, 300)))
     (photos / "notes.jpg").write_text("not a photo")
-    hopper, collins = cv2.imread(hopper_photo()), cv2.imread(str(COLLINS))
+    hopper, collins = cv2.imread(str(hopper_photo)), cv2.imread(str(COLLINS))
     cv2.imwrite(str(photos / "pair.jpg"), np.hstack([cv2.resize(hopper, (420, 420)), cv2.resize(collins, (420, 420))]))
     (photos / "bomb.png").write_bytes(bomb_png())           # beyond Pillow's own limit
     (photos / "big.png").write_bytes(bomb_png(9000, 5000))  # within Pillow's, beyond ours

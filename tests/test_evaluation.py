@@ -1,5 +1,5 @@
 """Accuracy tooling: metric code on hand-checked cases, `edge compare` / `edge calibrate` on real photos,
-bulk enrollment, and one run of training/evaluate.py on a small real subset of the shared datasets."""
+bulk enrollment, and one run of `python -m training.evaluate` on a small real subset of the shared datasets."""
 
 from __future__ import annotations
 
@@ -12,20 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_GALLERY, ROOT, run_edge
+from conftest import DEMO_GALLERY, ROOT, require_module, run_edge
 from edge import evaluation as ev
 from edge.config import load_config
 
 COLLINS = DEMO_GALLERY / "eileen_collins.jpg"
 
 
-def hopper_photo() -> str:
-    import matplotlib.cbook
-    return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
 def astronaut_photo(folder: Path) -> Path:
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = require_module("skimage.data", "scikit-image", "its astronaut sample photo")
     path = folder / "astronaut.jpg"
     cv2.imwrite(str(path), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
     return path
@@ -98,9 +93,41 @@ def test_open_set_identification():
     assert result["stranger_false_accept"] == pytest.approx(1 / 2)   # (1.2, 0) is 0.2 from b
 
 
+def test_open_set_threshold_for_a_target_far_counts_strangers_exactly():
+    from training.evallib.openset import Scores
+    nearest = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.05])
+    known = np.array([False] * 10 + [True])
+    scores = Scores(nearest, nearest + 1.0, np.ones(11, bool), known)
+    t = scores.threshold_for_far(0.2, 0.0)          # 2 of the 10 strangers may be accepted
+    assert t == pytest.approx(0.3)
+    rates = scores.rates(t)
+    assert rates["stranger_false_accept"] == pytest.approx(0.2) and rates["correct_naming"] == 1.0
+
+
+def test_open_set_splits_leave_every_enrolled_person_a_probe_and_margin_rejects_the_ambiguous():
+    from training.evallib.openset import Embedded, Scores, score, splits
+    people = np.array(["a"] * 4 + ["b"] * 2 + ["c"] * 3 + ["d"] * 2 + ["e"], dtype=object)   # e: one photo only
+    for gallery, owners, probes in splits(people, 2, 3, count=20, seed=1):
+        assert set(gallery).isdisjoint(probes) and "e" not in set(people[probes])
+        for person in set(owners):
+            assert 1 <= (owners == person).sum() <= min(3, (people == person).sum() - 1)
+            assert (people[probes] == person).any()
+    # Four people far apart, two photos each a little apart: every enrolled probe named, no stranger.
+    centres = np.array([[0.0, 0], [3, 0], [0, 3], [3, 3]])
+    vectors = np.repeat(centres, 2, axis=0) + np.tile([[0, 0], [0.1, 0]], (4, 1))
+    embedded = Embedded(np.repeat(np.array(["a", "b", "c", "d"], dtype=object), 2), vectors, "l2")
+    clean = score(embedded, 2, 1, "photo", count=10, seed=0).rates(0.6)
+    assert (clean["correct_naming"], clean["stranger_false_accept"], clean["wrong_naming"]) == (1.0, 0.0, 0.0)
+    assert clean["enrolled_probes"] == 10 * 2 and clean["stranger_probes"] == 10 * 4
+    # A stranger about as near two enrolled people is named by the nearest rule, not with a margin.
+    ambiguous = Scores(np.array([0.40, 0.30]), np.array([0.42, 0.90]), np.array([False, True]), np.array([False, True]))
+    assert ambiguous.rates(0.6)["stranger_false_accept"] == 1.0
+    assert ambiguous.rates(0.6, margin=0.1)["stranger_false_accept"] == 0.0
+    assert ambiguous.rates(0.6, margin=0.1)["correct_naming"] == 1.0
+
+
 def test_averaging_windows_are_disjoint_and_nested():
-    sys.path.insert(0, str(ROOT / "training"))
-    from evaluate import windows
+    from training.evallib.averaging import windows
     assert windows(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5]]
     assert windows(list(range(20)), 10) == [list(range(10)), list(range(10, 20))]
     assert windows([0, 1], 5) == [[0, 1]]          # a short clip still gives one sample
@@ -112,12 +139,12 @@ def test_compare_same_person(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["same_person"] is True
-    assert report["distance"] < report["threshold"] == 0.6
+    assert report["distance"] < report["threshold"] == load_config().identity.threshold   # the model in force
     assert report["similarity"] == pytest.approx(1 - report["distance"], abs=1e-3)
 
 
-def test_compare_different_people():
-    result = run_edge("compare", str(COLLINS), hopper_photo())
+def test_compare_different_people(hopper_photo):
+    result = run_edge("compare", str(COLLINS), str(hopper_photo))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("different people: distance")
 
@@ -130,14 +157,14 @@ def test_compare_photo_without_face(tmp_path):
     assert "no face found" in result.stderr
 
 
-def test_calibrate_writes_a_threshold_the_config_reads(tmp_path):
+def test_calibrate_writes_a_threshold_the_config_reads(tmp_path, hopper_photo):
     people = tmp_path / "people"
     (people / "eileen_collins").mkdir(parents=True)
     (people / "grace_hopper").mkdir()
     astronaut = astronaut_photo(tmp_path)
     cv2.imwrite(str(people / "eileen_collins" / "a.jpg"), cv2.imread(str(astronaut)))
     cv2.imwrite(str(people / "eileen_collins" / "b.jpg"), cv2.imread(str(COLLINS)))
-    hopper = cv2.imread(hopper_photo())
+    hopper = cv2.imread(str(hopper_photo))
     cv2.imwrite(str(people / "grace_hopper" / "a.jpg"), hopper)
     cv2.imwrite(str(people / "grace_hopper" / "b.jpg"), cv2.resize(hopper, None, fx=0.7, fy=0.7)[:, ::-1])
     output, plot = tmp_path / "calibrated.yaml", tmp_path / "calibration.png"
@@ -152,14 +179,14 @@ def test_calibrate_writes_a_threshold_the_config_reads(tmp_path):
     assert cfg.identity.threshold == pytest.approx(report["threshold"])
 
 
-def test_enroll_folder_uses_the_enroll_path(tmp_path):
+def test_enroll_folder_uses_the_enroll_path(tmp_path, hopper_photo):
     people = tmp_path / "people"
     (people / "eileen_collins").mkdir(parents=True)
     (people / "_group_photos").mkdir()
     cv2.imwrite(str(people / "eileen_collins" / "a.jpg"), cv2.imread(str(COLLINS)))
-    cv2.imwrite(str(people / "_group_photos" / "x.jpg"), cv2.imread(hopper_photo()))
+    cv2.imwrite(str(people / "_group_photos" / "x.jpg"), cv2.imread(str(hopper_photo)))
     db = tmp_path / "edge.db"
-    result = subprocess.run([sys.executable, "training/enroll_folder.py", str(people), "--set", f"store.path={db}"],
+    result = subprocess.run([sys.executable, "-m", "training.enroll_folder", str(people), "--set", f"store.path={db}"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     listed = run_edge("identities", "list", "--json", "--set", f"store.path={db}")
@@ -167,9 +194,11 @@ def test_enroll_folder_uses_the_enroll_path(tmp_path):
 
 
 # --- the whole harness on a small real subset ---------------------------------------------------------
+@pytest.mark.slow
 def test_evaluate_harness_on_shared_subset(tmp_path, shared_datasets):
     result = subprocess.run(
-        [sys.executable, "training/evaluate.py", "--quick", "--datasets", str(shared_datasets), "--out", str(tmp_path),
+        [sys.executable, "-m", "training.evaluate", "--quick", "--datasets", str(shared_datasets),
+         "--out", str(tmp_path),
          "--cache", str(tmp_path / "cache"), "--sections", "detection,attributes,verification,openset,averaging"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]

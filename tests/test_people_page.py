@@ -26,6 +26,8 @@ import pytest
 from conftest import DEMO_GALLERY, DEMO_VIDEO, free_port, run_edge, wait_port
 from edge_process import EdgeProcess, base_args
 
+pytestmark = pytest.mark.slow     # real daemons and a real browser, tens of seconds each
+
 COLLINS = DEMO_GALLERY / "eileen_collins.jpg"
 PASSWORD = "correct horse battery"
 TOKEN = "api-token-for-tests"

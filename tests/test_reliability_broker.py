@@ -8,7 +8,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Broker, free_port
+from conftest import Broker, free_port, require_module, require_mosquitto, require_program
 from edge_process import EdgeProcess, base_args
 
 PASSWORD = "s3cret-Pa55w0rd-xyzzy"
@@ -44,9 +43,8 @@ def write_conf(broker: Broker, body: str) -> None:
 
 @pytest.fixture
 def auth_broker(tmp_path):
-    binary = shutil.which("mosquitto_passwd")
-    if not binary or not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto / mosquitto_passwd not installed")
+    require_mosquitto()
+    binary = require_program("mosquitto_passwd", package="mosquitto")
     passwords = tmp_path / "passwd"
     subprocess.run([binary, "-b", "-c", str(passwords), "edge", PASSWORD], check=True, capture_output=True)
     os.chmod(passwords, 0o600)   # mosquitto 2.x warns about world-readable password files
@@ -58,6 +56,7 @@ def auth_broker(tmp_path):
     broker.stop()
 
 
+@pytest.mark.slow
 def test_wrong_password_one_clear_error_events_queue_secret_never_logged(auth_broker, tmp_path):
     db = tmp_path / "edge.db"
     daemon = EdgeProcess(*base_args(db, "--set", "mqtt.username=edge", "--set", "log_level=DEBUG",
@@ -74,6 +73,7 @@ def test_wrong_password_one_clear_error_events_queue_secret_never_logged(auth_br
     assert {e["event_id"] for e in daemon.events} == outbox(db), "every event is kept in the outbox"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["password_file", "env", "config"])
 def test_right_password_delivers(source, auth_broker, subscriber_factory, tmp_path):
     subscriber = subscriber_factory(auth_broker.port, topic="door1/events")
@@ -109,7 +109,7 @@ def test_unreadable_password_file_is_a_config_error(tmp_path):
 
 def make_pki(directory: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1/localhost, a client certificate, and an unrelated CA."""
-    x509 = pytest.importorskip("cryptography.x509")
+    x509 = require_module("cryptography.x509", "cryptography", "a test CA and certificates")
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -163,8 +163,7 @@ def make_pki(directory: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def tls_broker(tmp_path):
-    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto is not installed")
+    require_mosquitto()
     pki = make_pki(tmp_path)
     broker = Broker(tmp_path)
     broker.pki = pki
@@ -178,6 +177,7 @@ def tls_broker(tmp_path):
     broker.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("client_cert", [False, True], ids=["server-verified", "client-certificate"])
 def test_tls_events_arrive(client_cert, tls_broker, subscriber_factory, tmp_path):
     pki = tls_broker.pki
@@ -196,6 +196,7 @@ def test_tls_events_arrive(client_cert, tls_broker, subscriber_factory, tmp_path
     assert outbox(tmp_path / "edge.db") == set()
 
 
+@pytest.mark.slow
 def test_tls_wrong_ca_is_refused_with_a_clear_error(tls_broker, tmp_path):
     db = tmp_path / "edge.db"
     daemon = EdgeProcess(*base_args(db, "--set", "mqtt.tls=true", "--set",
@@ -218,7 +219,7 @@ def test_tls_ca_file_missing_is_a_config_error(tmp_path):
 # --- a long outage, for the figures --------------------------------------------------------------------
 
 
-@pytest.mark.skipif(bool(os.environ.get("EDGE_QUICK_TESTS")), reason="30-second broker outage: EDGE_QUICK_TESTS is set")
+@pytest.mark.slow
 def test_30_second_broker_outage_loses_nothing(broker, subscriber_factory, tmp_path):
     subscriber = subscriber_factory(broker.port, topic="door1/events", client_id="outage-30")
     daemon = EdgeProcess(*base_args(tmp_path / "edge.db", "--set", "capture.loop=true", port=broker.port))
@@ -247,8 +248,7 @@ def acl_broker(tmp_path):
     """Listener 1 (broker.port): anonymous, no ACL, for the test's subscriber. Listener 2 (broker.acl_port):
     the daemon's, with an ACL file that refuses publishing on door1/events (Mosquitto 2 answers a v5
     PUBACK "Not authorized", 0x87)."""
-    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto is not installed")
+    require_mosquitto()
     broker = Broker(tmp_path)
     broker.acl_port = free_port()
     broker.acl = tmp_path / "acl"

@@ -23,6 +23,7 @@ def camera_args(tmp_path, camera, *extra):
                      "capture.reopen_max_s=2", *extra, source=camera.url)
 
 
+@pytest.mark.slow
 def test_camera_missing_then_vanishing_is_reopened(jpegs, tmp_path):
     camera = MjpegCamera(jpegs, free_port())
     daemon = EdgeProcess(*camera_args(tmp_path, camera))
@@ -59,6 +60,7 @@ def test_camera_missing_then_vanishing_is_reopened(jpegs, tmp_path):
     assert "Traceback" not in daemon.stderr()
 
 
+@pytest.mark.slow
 def test_corrupt_frames_are_skipped(jpegs, tmp_path):
     camera = MjpegCamera(jpegs, free_port(), corrupt_every=4).start()    # a quarter of the parts are garbage
     daemon = EdgeProcess(*camera_args(tmp_path, camera))
@@ -75,6 +77,7 @@ def test_corrupt_frames_are_skipped(jpegs, tmp_path):
     assert "Traceback" not in daemon.stderr()
 
 
+@pytest.mark.slow
 def test_hung_camera_stops_watchdog_pings_until_it_recovers(jpegs, tmp_path):
     """Capture stuck in a read (connection open, no bytes) -> no WATCHDOG=1 after CAPTURE_STALL_S; systemd
     would restart the service. FFmpeg's read timeout (shortened to 14 s here) then ends the read, the

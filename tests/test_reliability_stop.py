@@ -13,6 +13,7 @@ from conftest import free_port
 from edge_process import EdgeProcess, base_args
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stop_signal_with_face_in_view_sends_face_left(signum, broker, subscriber_factory, tmp_path):
     subscriber = subscriber_factory(broker.port, topic="door1/#")
@@ -37,6 +38,7 @@ def test_stop_signal_with_face_in_view_sends_face_left(signum, broker, subscribe
     assert "Traceback" not in daemon.stderr()
 
 
+@pytest.mark.slow
 def test_sigterm_with_broker_down_exits_within_the_flush_bound(tmp_path):
     """Flushing waits at most 5 s for a broker that is not there; the events stay queued for next time."""
     daemon = EdgeProcess(*base_args(tmp_path / "edge.db", port=free_port()))

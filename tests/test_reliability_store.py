@@ -30,6 +30,7 @@ def outbox(db: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT event_id FROM outbox")}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_write_keeps_database_consistent(broker, subscriber_factory, tmp_path):
     """Three SIGKILLs at random moments while every frame writes (every_frame pace, broker unreachable so
     the outbox only grows); then a restart against a live broker delivers every event ever printed."""
@@ -125,6 +126,7 @@ def test_read_only_file_system(tmpfs):
                                            "(the file system is mounted read-only)")
 
 
+@pytest.mark.slow
 def test_full_disk_stops_with_a_message(tmpfs):
     db = tmpfs / "edge.db"
     from edge.store import Store

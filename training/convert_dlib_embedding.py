@@ -19,8 +19,8 @@ Model I/O contract (the caller does the normalisation):
     output ``embedding`` float32 N x 128, NOT L2-normalised (identical to dlib's descriptor; same person if the
                          Euclidean distance is < 0.6).
 
-Run:  python training/convert_dlib_embedding.py            (export + check + reports)
-      python training/convert_dlib_embedding.py --tflite-only --dat ... --tflite-out ...   (internal: run in the
+Run:  python -m training.convert_dlib_embedding            (export + check + reports)
+      python -m training.convert_dlib_embedding --tflite-only --dat ... --tflite-out ...   (internal: run in the
                          TFLite venv by the main run)
 """
 from __future__ import annotations
@@ -43,14 +43,15 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+from .paths import DATASETS as SHARED_DATASETS
+from .paths import ROOT as REPO_ROOT
+from .paths import TFLITE_PYTHON as DEFAULT_TFLITE_PYTHON
+
 DEFAULT_PEOPLE_DIR = SHARED_DATASETS / "people"
 DEFAULT_LFW_DIR = SHARED_DATASETS / "lfw"
 DEFAULT_ONNX = REPO_ROOT / "models" / "face_embedding_dlib_resnet_v1.onnx"
 DEFAULT_TFLITE = REPO_ROOT / "models" / "face_embedding_dlib_resnet_v1.tflite"
 REPORT_DIR = REPO_ROOT / "training" / "reports"
-DEFAULT_TFLITE_PYTHON = Path("/work/venv-embed-tflite/bin/python")
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
@@ -626,10 +627,10 @@ def export_tflite(dat_path: Path, out: Path, tflite_python: Path | None) -> str 
         pass
     if tflite_python is None or not tflite_python.exists():
         return f"litert-torch is not importable here and no TFLite venv python at {tflite_python}"
-    cmd = [str(tflite_python), str(Path(__file__).resolve()), "--tflite-only", "--dat", str(dat_path),
+    cmd = [str(tflite_python), "-m", "training.convert_dlib_embedding", "--tflite-only", "--dat", str(dat_path),
            "--tflite-out", str(out)]
     print("TFLite export via:", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
     if proc.returncode != 0 or not out.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
         return "litert-torch conversion failed: " + " | ".join(tail)

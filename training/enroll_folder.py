@@ -5,7 +5,7 @@ photo must hold exactly one face, otherwise nothing is saved for that person (th
 --skip-bad-photos leaves the bad photos out. The same photo is never stored twice.
 Folders starting with "_" or "." are skipped (group photos, videos).
 
-    python training/enroll_folder.py PEOPLE_DIR [--set store.path=/var/lib/edge/edge.db] [--skip-existing]
+    python -m training.enroll_folder PEOPLE_DIR [--set store.path=/var/lib/edge/edge.db] [--skip-existing]
         [--skip-bad-photos]
 """
 
@@ -17,14 +17,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from edge.cli import EXIT_INPUT  # noqa: E402
-from edge.config import ConfigError, load_config  # noqa: E402
-from edge.enroll import BadName, enroll, photos_in  # noqa: E402
-from edge.models.loader import load_models  # noqa: E402
-from edge.store import Store  # noqa: E402
+from edge.cli import EXIT_INPUT
+from edge.config import ConfigError, load_config
+from edge.enroll import BadName, enroll, photos_in
+from edge.models.loader import load_models
+from edge.store import Store
 
 
 def people_in(folder: Path) -> dict[str, list[Path]]:

@@ -2,9 +2,9 @@
 
 Three steps, because TFLite conversion lives in its own heavy venv so the main env stays small:
 
-    python training/export_mtcnn.py onnx                                   # main env: torch + onnx
-    /work/venv-mtcnn-tflite/bin/python training/export_mtcnn.py tflite     # venv: torch + litert-torch
-    python training/export_mtcnn.py check                                  # main env: ORT, OpenCV DNN, LiteRT vs torch
+    python -m training.export_mtcnn onnx                                  # main env: torch + onnx
+    ../venv-tflite/bin/python -m training.export_mtcnn tflite             # venv: torch + litert-torch
+    python -m training.export_mtcnn check                                 # main env: ORT, OpenCV DNN, LiteRT vs torch
 
 Tensor contract of every exported net (the same as facenet_pytorch.models.utils.detect_face):
   input  float32 N x 3 x H x W, RGB, (pixel - 127.5) * 0.0078125; plain NCHW (detect_face does
@@ -30,9 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / "models"
-DATASETS = ROOT.parent / "shared" / "datasets"
+from .paths import DATASETS, MODELS
 NETS = ("pnet", "rnet", "onet")
 OUTPUT_NAMES = {"pnet": ["reg", "prob"], "rnet": ["reg", "prob"], "onet": ["reg", "landmarks", "prob"]}
 INPUT_SIZE = {"rnet": 24, "onet": 48}
@@ -203,7 +201,6 @@ def real_inputs(max_images: int) -> dict[str, list[np.ndarray]]:
 def check(out_dir: Path, max_images: int) -> None:
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from edge.backends import ModelLoadError, load_backend
 
     nets = build_nets(flatten=False)  # the reference keeps facenet-pytorch's original .view

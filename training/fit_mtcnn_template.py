@@ -7,7 +7,7 @@ template, as dlib's find_similarity_transform), maps MTCNN's points for the same
 averages: that mean is the MTCNN template. It then measures how far chips aligned from MTCNN points with
 that template land from dlib's own chips (mean corner displacement, 150 px chip, padding 0.25).
 
-    python training/fit_mtcnn_template.py --lfw 300
+    python -m training.fit_mtcnn_template --lfw 300
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
-REPORT = ROOT / "training" / "reports" / "mtcnn_template.json"
+from .paths import DATASETS, MODELS, REPORTS
+
+REPORT = REPORTS / "mtcnn_template.json"
 # dlib's 5-point template (dlib/image_transforms/interpolation.h, get_face_chip_details), parts 0..4:
 # image-right eye outer and inner corner, image-left eye outer and inner corner, nose base.
 DLIB_TEMPLATE = np.array([(0.8595674595992, 0.2134981538014), (0.6460604764104, 0.2289674387677),
@@ -79,13 +79,12 @@ def collect(paths: list[Path], backend: str) -> tuple[np.ndarray, np.ndarray, li
     import cv2
     import dlib
 
-    sys.path.insert(0, str(ROOT))
     from edge.backends import load_backend
     from edge.detect.mtcnn import MtcnnDetector
-    from convert_age_gender_tflite import package_dir  # the CC0 5-point predictor ships there
+    from .convert_age_gender_tflite import package_dir  # the CC0 5-point predictor ships there
 
     ext = "tflite" if backend == "litert" else "onnx"
-    detector = MtcnnDetector(*[load_backend(backend, ROOT / "models" / f"mtcnn_{n}.{ext}") for n in ("pnet", "rnet", "onet")])
+    detector = MtcnnDetector(*[load_backend(backend, MODELS / f"mtcnn_{n}.{ext}") for n in ("pnet", "rnet", "onet")])
     hog = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(package_dir() / "shape_predictor_5_face_landmarks.dat"))
     dlib_pts, mtcnn_pts, names = [], [], []
@@ -132,7 +131,7 @@ def check_against_dlib(path: Path) -> tuple[float, float, float]:
 
     import cv2
     import dlib
-    from convert_age_gender_tflite import package_dir
+    from .convert_age_gender_tflite import package_dir
 
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     rect = dlib.get_frontal_face_detector()(rgb, 1)[0]

@@ -3,7 +3,7 @@
 Kept free of the daemon's imports so the TFLite export can run in the separate litert-torch venv
 (see training/requirements.txt), where train_heads.py calls it:
 
-    /work/venv-mtcnn-tflite/bin/python training/heads_model.py STATE.pt OUT.tflite
+    ../venv-tflite/bin/python -m training.heads_model STATE.pt OUT.tflite
 """
 
 from __future__ import annotations

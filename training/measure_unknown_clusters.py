@@ -5,7 +5,7 @@ clusters the embeddings as `edge unknowns list` does (edge.unknowns.cluster_labe
 threshold and linkage: clusters found vs true people, purity (share of photos in a cluster whose majority
 is their own person) and inverse purity (share of photos in their person's largest cluster).
 
-    python training/measure_unknown_clusters.py [--lfw-people N] [--output training/reports/unknown_clusters.json]
+    python -m training.measure_unknown_clusters [--lfw-people N] [--output training/reports/unknown_clusters.json]
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from edge.config import load_config
+from edge.images import ImageError, load_image
+from edge.models.loader import load_models
+from edge.pipeline import analyze_faces
+from edge.unknowns import cluster_labels, purity
 
-from edge.config import load_config  # noqa: E402
-from edge.images import ImageError, load_image  # noqa: E402
-from edge.models.loader import load_models  # noqa: E402
-from edge.pipeline import analyze_faces  # noqa: E402
-from edge.unknowns import cluster_labels, purity  # noqa: E402
-
-DATASETS = ROOT.parent / "shared" / "datasets"
+from .paths import DATASETS, REPORTS
 THRESHOLDS = (0.45, 0.5, 0.55, 0.6)
 # LFW scored on its first N identities too: a door camera sees tens of unknown people a month, not a thousand.
 LFW_SCALES = (40, 200, None)
@@ -90,7 +87,7 @@ def first_people(vectors: np.ndarray, people: list[str], count: int | None) -> t
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw-people", type=int, help="only the first N LFW identities (default: all)")
-    parser.add_argument("--output", type=Path, default=ROOT / "training" / "reports" / "unknown_clusters.json")
+    parser.add_argument("--output", type=Path, default=REPORTS / "unknown_clusters.json")
     args = parser.parse_args()
     models = load_models(load_config())
     report = {}

@@ -1,7 +1,7 @@
 """Transfer learning: gender and age heads on the daemon's 128-D face embedding (CPU, minutes).
 
 The embedding network stays frozen; a small MLP learns gender (logistic) and age (L1 regression) from
-UTKFace photos run through the daemon's own pipeline (`training/evaluate.py`'s cached Analyzer), with
+UTKFace photos run through the daemon's own pipeline (the cached Analyzer of `training/evallib`), with
 augmentation (mirrored and re-lit copies of each training photo through the full pipeline, plus
 Gaussian noise on embeddings while training); the epoch kept is the one with the lowest loss on 15% of
 the training photos. 25% of the photos, stratified by age band and gender, are held out; LFW (never
@@ -11,7 +11,7 @@ and TFLite (litert-torch, in its own venv: --tflite-python; both checked against
 (copied to models/ with a manifest entry) only with --ship *and* if they beat the shipped models; the
 report says which way it went: training/reports/heads.{md,json}, heads_curves.png (--name).
 
-    python training/train_heads.py [--epochs 300] [--augment 1] [--lfw-train --name heads_lfw_train] [--ship]
+    python -m training.train_heads [--epochs 300] [--augment 1] [--lfw-train --name heads_lfw_train] [--ship]
 """
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import (ADULT_AGE, DEFAULT_CACHE, REPORTS, SHARED, UTK_PAD, Analyzer,  # noqa: E402
-                      central_face, image_size, pad_image, read_labels_csv)
-from heads_model import build_heads  # noqa: E402
-from edge import evaluation as ev  # noqa: E402
-from edge.config import load_config  # noqa: E402
-from edge.images import load_image  # noqa: E402
+from edge import evaluation as ev
+from edge.config import load_config
+from edge.images import load_image
+
+from .evallib.analyzer import Analyzer, central_face, image_size, pad_image
+from .evallib.datasets import UTK_PAD, read_labels_csv
+from .evallib.sections import ADULT_AGE
+from .heads_model import build_heads
+from .paths import DATASETS, EVAL_CACHE, REPORTS, ROOT, TFLITE_PYTHON
 
 BANDS = [0, 13, 18, 30, 45, 60, 200]
 
@@ -216,8 +218,8 @@ def export_tflite(model, hidden: int, path: Path, python: Path) -> str | None:
         return f"not exported: no litert-torch venv at {python} (see training/requirements.txt)"
     state = path.with_suffix(".pt")
     torch.save({"hidden": hidden, "state": model.state_dict()}, state)
-    done = subprocess.run([str(python), str(Path(__file__).with_name("heads_model.py")), str(state), str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run([str(python), "-m", "training.heads_model", str(state), str(path)],
+                          cwd=ROOT, capture_output=True, text=True)
     return None if done.returncode == 0 else "not exported: " + done.stderr.strip().splitlines()[-1]
 
 
@@ -238,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    parser.add_argument("--datasets", type=Path, default=SHARED)
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--datasets", type=Path, default=DATASETS, help="default ../shared/datasets")
+    parser.add_argument("--cache", type=Path, default=EVAL_CACHE)
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--name", default="heads", help="report file stem (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=300)
@@ -249,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lfw-train", action="store_true",
                         help="also train gender on 3/4 of LFW's people (held out: the other quarter)")
-    parser.add_argument("--tflite-python", type=Path, default=Path("/work/venv-mtcnn-tflite/bin/python"),
-                        help="python of a venv with litert-torch, for the TFLite export (default %(default)s)")
+    parser.add_argument("--tflite-python", type=Path, default=TFLITE_PYTHON,
+                        help="python of a venv with litert-torch, for the TFLite export (default ../venv-tflite)")
     parser.add_argument("--ship", action="store_true", help="copy the heads to models/ if they beat the shipped ones")
     args = parser.parse_args(argv)
 

@@ -19,6 +19,16 @@ def choose_providers(available: list[str], preferred: tuple[str, ...] | list[str
     return chosen
 
 
+def provider_options(chosen: list[str], cache_dir: Path | None) -> list:
+    """Providers as ONNX Runtime takes them. TensorRT builds an engine per model when a session starts (minutes
+    on a Jetson); its engine cache keeps them in the state directory (beside the database, writable by the
+    service) so later starts load them in seconds. A changed model file gets a new engine (ORT hashes the model)."""
+    if cache_dir is None or "TensorrtExecutionProvider" not in chosen:
+        return list(chosen)
+    return [("TensorrtExecutionProvider", {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)})
+            if p == "TensorrtExecutionProvider" else p for p in chosen]
+
+
 @register("onnxruntime")
 class OnnxRuntimeBackend:
     name = "onnxruntime"
@@ -35,7 +45,7 @@ class OnnxRuntimeBackend:
         return onnxruntime.__version__
 
     def __init__(self, path: Path, threads: int = 0, providers: list[str] | None = None,
-                 optimization: str = "all", **_ignored):
+                 optimization: str = "all", cache_dir: Path | None = None, **_ignored):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -53,7 +63,10 @@ class OnnxRuntimeBackend:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[optimization]
         chosen = choose_providers(ort.get_available_providers(), providers or DEFAULT_PROVIDER_ORDER)
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        if cache_dir is not None and "TensorrtExecutionProvider" in chosen:
+            Path(cache_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.session = ort.InferenceSession(str(path), sess_options=options,
+                                            providers=provider_options(chosen, cache_dir))
         self.device = self.session.get_providers()[0]
         self.input_name = self.session.get_inputs()[0].name
         shape0 = self.session.get_inputs()[0].shape[0]

@@ -21,6 +21,13 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
 MAX_BAD_READS = 25   # consecutive failed or corrupt reads before a live source counts as lost (a file: ended)
 
 
+def _quiet_opencv_retries() -> None:
+    """OpenCV's own warnings (`can't open camera by index`) said it once; the grabber logs one line per outage,
+    so they must not repeat on every retry. OPENCV_LOG_LEVEL, when set, is the user's choice and wins."""
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def classify(spec: str) -> str:
     spec = spec.strip()
     if spec.isdigit():
@@ -68,6 +75,7 @@ class OpenCvSource:
             capture = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG)
         if not capture.isOpened():
             capture.release()
+            _quiet_opencv_retries()
             if self.is_file:
                 raise SourceError(f"cannot decode video file {self.spec} (corrupt, truncated, still being "
                                   "written, or a format this OpenCV build cannot read)")

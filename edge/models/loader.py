@@ -76,7 +76,8 @@ def load_models(cfg: AppConfig, board: Board | None = None, runtimes: Runtimes |
         edgetpu_variant = path.with_name(path.stem + "_edgetpu.tflite")
         use_edgetpu = key == "litert" and runtimes.edgetpu and edgetpu_variant.is_file()
         backend = load_backend(key, edgetpu_variant if use_edgetpu else path, threads=model_threads(cfg.models.threads),
-                               providers=cfg.models.onnx_providers, edgetpu=use_edgetpu)
+                               providers=cfg.models.onnx_providers, edgetpu=use_edgetpu,
+                               cache_dir=cfg.store.path.parent / "tensorrt")
         backends[name] = backend
         decisions.append(Decision(name, key, backend.device, path, why))
     detector_type = detector_class(cfg.detector.type)

@@ -1,0 +1,1 @@
+"""Maintenance scripts (documentation pictures); run from the project root as `python -m scripts.NAME`."""

@@ -1,0 +1,58 @@
+"""The training and benchmark scripts as a package: importable as `training.*` / `benchmarks.*`, no path
+patching, no machine's absolute paths in committed files, and one list of training dependencies."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+
+import pytest
+
+from conftest import ROOT
+
+TEXT_SUFFIXES = {".py", ".txt", ".md", ".json", ".yaml", ".yml", ".cfg", ".toml", ".sh", ".service"}
+TRAINING_MODULES = sorted(p.stem for p in (ROOT / "training").glob("*.py") if p.stem != "__init__")
+
+
+def committed_text_files():
+    skip = {".git", ".hypothesis", "__pycache__", ".pytest_cache"}
+    for path in ROOT.rglob("*"):
+        if path.is_file() and not skip & set(path.relative_to(ROOT).parts) and \
+                (path.suffix in TEXT_SUFFIXES or path.name == "Makefile"):
+            yield path
+
+
+def requirement_lines(text: str) -> list[str]:
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+
+def test_training_requirements_equal_the_training_extra():
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    extras = next(ast.literal_eval(k.value) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                  for k in node.keywords if k.arg == "extras_require")
+    listed = requirement_lines((ROOT / "training" / "requirements.txt").read_text())
+    assert sorted(listed) == sorted(extras["training"])
+
+
+@pytest.mark.parametrize("module", TRAINING_MODULES)
+def test_every_training_script_imports_as_a_module(module):
+    imported = importlib.import_module(f"training.{module}")
+    assert (imported.__doc__ or "").strip(), f"training/{module}.py opens without saying what it owns"
+
+
+def test_no_script_patches_sys_path():
+    offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                 if ".git" not in p.parts and p.name != "test_training_package.py"
+                 and "sys.path" + ".insert" in p.read_text(errors="replace")]
+    assert offenders == []
+
+
+def test_no_absolute_path_of_this_machine_in_committed_files():
+    # The folder holding the checkout and ../shared is this machine's; nothing committed may name it.
+    if len(ROOT.parent.parts) < 2:
+        pytest.skip("checkout directly under / : its parent cannot be told apart from other absolute paths")
+    here = re.compile(re.escape(str(ROOT.parent)) + r"/")
+    offenders = [str(p.relative_to(ROOT)) for p in committed_text_files()
+                 if here.search(p.read_text(errors="replace"))]
+    assert offenders == []
