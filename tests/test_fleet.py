@@ -126,7 +126,8 @@ def test_two_daemons_share_enrollments_and_forgets_through_the_broker(broker, su
 
 
 def _cfg(box: str, port: int = 1883):
-    return validate({"device": box, "fleet": {"enabled": True, "key_file": str(KEY_FILE)},
+    return validate({"device": box, "identity": {"model": "dlib_resnet_v1"},   # the tests' 128-D vectors
+                     "fleet": {"enabled": True, "key_file": str(KEY_FILE)},
                      "mqtt": {"host": "127.0.0.1", "port": port, "prefix": box}})
 
 
@@ -336,7 +337,8 @@ def test_changes_are_applied_at_the_configured_rate_people_are_capped_and_forget
     import edge.fleet as fleet_module
     monkeypatch.setattr(fleet_module, "VACUUM_AFTER_S", 0.3)
     store = Store(tmp_path / "edge.db")
-    cfg = validate({"device": "box-a", "fleet": {"enabled": True, "key_file": str(KEY_FILE), "max_people": 30,
+    cfg = validate({"device": "box-a", "identity": {"model": "dlib_resnet_v1"},
+                    "fleet": {"enabled": True, "key_file": str(KEY_FILE), "max_people": 30,
                                                  "max_changes_per_s": 20}})
     fleet = Fleet(cfg, store)
     version = int(time.time() * 1000)

@@ -103,7 +103,8 @@ def test_daemon_announces_device_entities_and_states(broker, subscriber_factory,
 
 
 def _box(tmp_path, port: int, device: str = "hall", **sections) -> tuple[Store, Publisher, HomeAssistant]:
-    cfg = validate({"device": device, "mqtt": {"host": "127.0.0.1", "port": port, "prefix": "hall"}, **sections})
+    cfg = validate({"device": device, "mqtt": {"host": "127.0.0.1", "port": port, "prefix": "hall"},
+                    "identity": {"model": "dlib_resnet_v1"}, **sections})   # the tests enrol 128-D dlib vectors
     store = Store(tmp_path / "edge.db")
     publisher = Publisher(cfg.mqtt, cfg.device, store)
     return store, publisher, HomeAssistant(cfg, publisher, store)

@@ -156,7 +156,9 @@ def test_corrupt_model_stops_the_daemon_naming_the_file(tmp_path):
 # --- erasure that always completes (issue 14, point 6) --------------------------------------------------
 
 
-MODEL = "dlib_resnet_v1"      # the default identity.model, which `edge enroll` stores with each embedding
+# The default identity.model, which `edge enroll` stores with each embedding, and its vectors' size.
+from edge.models.catalog import DEFAULT_EMBEDDING as MODEL  # noqa: E402
+DIMS = {"dlib_resnet_v1": 128, "reid_0095": 256}[MODEL]
 
 
 def small_tmpfs(mount: Path, size: str) -> Path:
@@ -318,7 +320,7 @@ def test_corrupt_embeddings_page_is_one_line_not_two_tracebacks(broker, tmp_path
     from edge.store import Store
     db = tmp_path / "edge.db"
     store = Store(db)
-    store.enroll("alice", np.random.default_rng(1).normal(size=(200, 128)).astype(np.float32), ["a.jpg"] * 200,
+    store.enroll("alice", np.random.default_rng(1).normal(size=(200, DIMS)).astype(np.float32), ["a.jpg"] * 200,
                  model=MODEL)
     store.close()
     with sqlite3.connect(db) as conn:

@@ -38,7 +38,7 @@ def test_best_crop_of_each_track_is_published_and_kept_only_when_switched_on(bro
     assert collins, [t for t, _, _ in subscriber.messages]
     cfg = validate({"store": {"path": str(db)}})
     models = load_models(cfg)
-    gallery = Store(db).gallery("dlib_resnet_v1")
+    gallery = Store(db).gallery(cfg.identity.model)
     for jpeg in collins:
         assert jpeg[:2] == b"\xff\xd8"
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -46,7 +46,8 @@ def test_best_crop_of_each_track_is_published_and_kept_only_when_switched_on(bro
         # The crop holds the person it is named after: the models recognise her in it.
         _, faces = analyze_faces(models, image)
         assert len(faces) == 1
-        assert match_one(faces[0].embedding, gallery, cfg.identity.threshold).name == "eileen_collins"
+        assert match_one(faces[0].embedding, gallery, cfg.identity.threshold,
+                         cfg.identity.metric).name == "eileen_collins"
     # The unenrolled person's track is published as unknown.
     assert subscriber.payloads("door1/snapshot/unknown")
 
