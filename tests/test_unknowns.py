@@ -33,6 +33,10 @@ def demo_run(db, *extra: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+# Synthetic 128-D vectors are dlib's (L2); the CLI must group them under that model.
+SYNTHETIC = ("--set", "identity.model=dlib_resnet_v1")
+
+
 def unknowns_list(db, *extra: str) -> list[dict]:
     result = run_edge("unknowns", "list", "--json", "--set", f"store.path={db}", *extra)
     assert result.returncode == 0, result.stderr
@@ -185,22 +189,22 @@ def test_group_ids_stay_put_when_other_groups_are_named_or_forgotten_and_are_nev
         for visit, vector in enumerate(person_vectors(person, 2)):
             keep(store, f"p{person}v{visit}", vector, 1000.0 + 100 * person + visit)
     store.close()
-    listing = unknowns_list(db)
+    listing = unknowns_list(db, *SYNTHETIC)
     assert [g["cluster"] for g in listing] == list(range(1, 11))
     tracks_of = {g["cluster"]: set(g["tracks"]) for g in listing}
     assert all(tracks_of[i + 1] == {f"p{i}v0", f"p{i}v1"} for i in range(10))
 
     # The case: naming group 8 leaves 9 and 10 (and every other group) where they were.
-    named = run_edge("unknowns", "name", "8", "person8", "--set", f"store.path={db}")
+    named = run_edge("unknowns", "name", "8", "person8", *SYNTHETIC, "--set", f"store.path={db}")
     assert named.returncode == 0, named.stderr
-    after = {g["cluster"]: set(g["tracks"]) for g in unknowns_list(db)}
+    after = {g["cluster"]: set(g["tracks"]) for g in unknowns_list(db, *SYNTHETIC)}
     assert after == {k: v for k, v in tracks_of.items() if k != 8}
-    forgot = run_edge("unknowns", "forget", "9", "--set", f"store.path={db}")
+    forgot = run_edge("unknowns", "forget", "9", *SYNTHETIC, "--set", f"store.path={db}")
     assert forgot.returncode == 0 and "forgot cluster 9" in forgot.stdout
-    acting_on_old_listing = run_edge("unknowns", "name", "9", "someone", "--set", f"store.path={db}")
+    acting_on_old_listing = run_edge("unknowns", "name", "9", "someone", *SYNTHETIC, "--set", f"store.path={db}")
     assert acting_on_old_listing.returncode == 1 and "no unknown cluster 9" in acting_on_old_listing.stderr
-    assert run_edge("unknowns", "name", "10", "person9", "--set", f"store.path={db}").returncode == 0
-    assert json.loads(run_edge("identities", "list", "--json", "--set", f"store.path={db}").stdout)[1]["name"] \
+    assert run_edge("unknowns", "name", "10", "person9", *SYNTHETIC, "--set", f"store.path={db}").returncode == 0
+    assert json.loads(run_edge("identities", "list", "--json", *SYNTHETIC, "--set", f"store.path={db}").stdout)[1]["name"] \
         == "person9"
 
     store = Store(db)
