@@ -19,16 +19,7 @@ def faces_in(models, image: Path | np.ndarray) -> list:
 
 def face_results(faces, gallery, threshold: float, metric: str = "l2", margin: float = 0.0) -> list[dict]:
     """`edge analyze --json`'s "faces" list: box, age, gender and the enrolled person matched (or null)."""
+    from .events import analysis_record
     from .identify import match_one
-    from .models.gender import gender_label
-    results = []
-    for face in faces:
-        label, confidence = gender_label(face.female_probability)
-        identity = None
-        if gallery is not None:
-            match = match_one(face.embedding, gallery, threshold, metric, margin)
-            if match.name:
-                identity = {"name": match.name, "similarity": round(match.similarity, 3)}
-        results.append({"box": [int(v) for v in face.box], "age": round(face.age, 1),
-                        "gender": {"label": label, "confidence": round(confidence, 3)}, "identity": identity})
-    return results
+    return [analysis_record(face, None if gallery is None else match_one(face.embedding, gallery, threshold, metric,
+                                                                          margin)) for face in faces]

@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from typing import Callable
 
 from .capture import LatestFrameGrabber, open_source
@@ -19,7 +18,7 @@ from .models.loader import LoadedModels, load_models
 from .notify import Notifier
 from .live import LiveOutputs
 from .events import Event, OutboxSink, PayloadSink, Sink, UnknownsSink
-from .pipeline import Pipeline
+from .pipeline import FrameRate, Pipeline
 from .publish import Publisher
 from .snapshots import Snapshots
 from .store import Store, StoreError
@@ -125,15 +124,13 @@ class Daemon:
         cfg = self.cfg
         ready = False
         last_status = last_purge = float("-inf")
-        fps_window: deque[float] = deque()     # frame times of the last 5 s (a list rebuilt per frame was O(fps))
+        frame_rate = FrameRate()
         while not self.stop_requested.is_set():
             frame = grabber.get(timeout=0.2)
             now = time.monotonic()
             if frame is not None:
                 self._emit(self.pipeline.process(frame.image, frame.timestamp))
-                fps_window.append(now)
-                while now - fps_window[0] >= 5:
-                    fps_window.popleft()
+                frame_rate.tick(now)
                 # WATCHDOG only from this loop and only while it makes progress: a frozen pipeline
                 # never reaches this line, a hung capture fails alive(); both get restarted by systemd.
                 self.notifier.watchdog()
@@ -153,7 +150,7 @@ class Daemon:
                     self.publisher.pump()
             if now - last_status > STATUS_EVERY_S:
                 last_status = now
-                fps = len(fps_window) / 5.0
+                fps = frame_rate.per_second()
                 depth = self.store.outbox_depth() if self.publisher else 0
                 refused = f" (broker refuses {', '.join(sorted(self.publisher.refused))})" \
                     if self.publisher and self.publisher.refusing else ""

@@ -7,7 +7,8 @@ import socket
 import threading
 
 from .backends.select import model_threads, probe_board, probe_runtimes
-from .config import AppConfig
+from .config import AppConfig, ConfigError
+from .publish import login_and_tls
 
 
 def check_camera(cfg: AppConfig, timeout_s: float = 5.0) -> tuple[bool, str]:
@@ -47,12 +48,10 @@ def check_broker(cfg: AppConfig, timeout_s: float = 3.0) -> tuple[bool, str]:
         answered.set()
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-doctor-{cfg.device}")
-    if cfg.mqtt.resolved_username():
-        client.username_pw_set(cfg.mqtt.resolved_username(), cfg.mqtt.resolved_password())
-    if cfg.mqtt.tls:
-        client.tls_set(ca_certs=str(cfg.mqtt.ca_file) if cfg.mqtt.ca_file else None,
-                       certfile=str(cfg.mqtt.cert_file) if cfg.mqtt.cert_file else None,
-                       keyfile=str(cfg.mqtt.key_file) if cfg.mqtt.key_file else None)
+    try:
+        login_and_tls(client, cfg.mqtt)       # the daemon's own login and TLS (server certificate required)
+    except ConfigError as exc:
+        return f"{cfg.mqtt.host}:{cfg.mqtt.port}: {exc}"
     client.on_connect = on_connect
     where = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
     try:

@@ -3,7 +3,8 @@
 A sink is anything with `observe(event)` and `close()`: the store's outbox (written first, so an event exists
 on disk before anyone may lose it), kept unknown faces, snapshots, Home Assistant, the live view, a callback.
 The daemon hands every event to each sink in order (like Frigate's Communicator) and knows nothing else of them.
-The still-image result of `edge analyze` (`analysis_record`) is defined here too, so both schemas sit together.
+The still-image result of `edge analyze` and the web API's recognise call (`analysis_record`, used by
+edge/analysis.py) is defined here too, so both schemas sit together.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def track_event(kind: str, view: TrackView, device: str, camera: str, now: float
 def analysis_record(face: Face, match: Match | None) -> dict:
     """One face of a still image, as `edge analyze --json` (and the web API) report it."""
     identity = {"name": match.name, "similarity": round(match.similarity, 3)} if match and match.name else None
-    return {"box": list(face.box), "age": round(face.age, 1), "gender": _gender(face.female_probability),
+    return {"box": [int(v) for v in face.box], "age": round(face.age, 1), "gender": _gender(face.female_probability),
             "identity": identity}
 
 

@@ -7,7 +7,6 @@ derived from the events the daemon emits, so this module never looks inside the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -17,6 +16,7 @@ import time
 from . import __version__
 from .config import AppConfig
 from .publish import Publisher
+from .snapshots import name_parts
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,8 @@ def status_page_url(cfg: AppConfig) -> str | None:
 
 
 def presence_object_id(name: str) -> str:
-    """Topic- and entity-id-safe id for a person; the hash keeps "Anne B" and "anne_b" apart."""
-    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40] or "person"
-    return f"presence_{slug}_{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+    """Topic- and entity-id-safe id for a person (unchanged across versions: Home Assistant keys on it)."""
+    return "presence_" + "_".join(name_parts(name))
 
 
 class HomeAssistant:

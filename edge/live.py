@@ -14,6 +14,7 @@ import numpy as np
 from .config import AppConfig
 from .metrics import Metrics
 from .overlay import OverlayFace, draw_overlay, faces_from_tracks
+from .pipeline import FrameRate
 
 STALE_FRAME_S = 10.0       # /healthz fails when no frame was processed for this long (daemon.CAPTURE_STALL_S)
 SLOW_REFRESH_S = 1.0       # outbox depth (a SQLite COUNT) at most this often, in the daemon's own thread
@@ -77,7 +78,7 @@ class LiveOutputs:
         self.people: list[dict] = []
         self._events: deque[dict] = deque(maxlen=cfg.web.recent_events)
         self._events_lock = threading.Lock()
-        self._frame_times: deque[float] = deque()
+        self.frame_rate = FrameRate()
         self._faces_seen = pipeline.faces_seen
         self._refused_seen = 0
         self._slow_at = self._people_at = float("-inf")
@@ -122,9 +123,7 @@ class LiveOutputs:
             return
         self.frames += 1
         self.last_frame_at = now
-        self._frame_times.append(now)
-        while self._frame_times[0] < now - 5.0:
-            self._frame_times.popleft()
+        self.frame_rate.tick(now)
         self.metrics.frames.inc()
         self.metrics.faces.inc(pipeline.faces_seen - self._faces_seen)
         self._faces_seen = pipeline.faces_seen
@@ -139,8 +138,7 @@ class LiveOutputs:
 
     # --- read by the kiosk and the status page -----------------------------------------------
     def fps(self) -> float:
-        times = list(self._frame_times)
-        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        return self.frame_rate.per_second()
 
     def broker_state(self) -> str:
         if self._publisher is None:

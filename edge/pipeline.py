@@ -55,6 +55,23 @@ class StageTimer:
                 for name, v in self.samples.items() if v}
 
 
+class FrameRate:
+    """Frames per second over the last `window_s` seconds (the daemon's status line, the kiosk, the page)."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = window_s
+        self._times: deque[float] = deque()     # a deque: a list rebuilt per frame was O(fps) per frame
+
+    def tick(self, now: float) -> None:
+        self._times.append(now)
+        while now - self._times[0] >= self.window_s:
+            self._times.popleft()
+
+    def per_second(self) -> float:
+        times = self._times
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
 def analyze_faces(models: LoadedModels, image_bgr: np.ndarray, timer: StageTimer | None = None) -> tuple[np.ndarray, list[Face]]:
     """Detect, landmark and run age/gender/embedding on every face of one still image (no tracking)."""
     timer = timer or StageTimer()

@@ -68,6 +68,29 @@ class RefusedTopic:
     delay_s: float       # next delay if refused again
 
 
+def login_and_tls(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """The broker login and TLS of `cfg` on a paho client (the daemon's and `edge doctor`'s); file problems are
+    ConfigErrors naming the key."""
+    username = cfg.resolved_username()
+    if username:
+        try:
+            password = cfg.resolved_password()
+        except OSError as exc:
+            raise ConfigError(f"config error: mqtt.password_file: cannot read {cfg.password_file}: "
+                              f"{exc.strerror}") from None
+        client.username_pw_set(username, password)
+    if cfg.tls:
+        # Server verification is always on; a client certificate only when configured.
+        try:
+            client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                           keyfile=str(cfg.key_file) if cfg.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"config error: mqtt.ca_file/cert_file/key_file: cannot load TLS files: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
 class Publisher:
     def __init__(self, cfg: MqttConfig, device: str, store: Store, max_in_flight: int = 50,
                  client_id: str | None = None, availability: bool = True):
@@ -110,24 +133,7 @@ class Publisher:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   **({"protocol": mqtt.MQTTv5} if self.v5 else
                                      {"protocol": mqtt.MQTTv311, "clean_session": True}))
-        username = cfg.resolved_username()
-        if username:
-            try:
-                password = cfg.resolved_password()
-            except OSError as exc:
-                raise ConfigError(f"config error: mqtt.password_file: cannot read {cfg.password_file}: "
-                                  f"{exc.strerror}") from None
-            self.client.username_pw_set(username, password)
-        if cfg.tls:
-            # Server verification is always on; a client certificate only when configured.
-            try:
-                self.client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                                    certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                                    keyfile=str(cfg.key_file) if cfg.key_file else None,
-                                    cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"config error: mqtt.ca_file/cert_file/key_file: cannot load TLS files: "
-                                  f"{getattr(exc, 'strerror', None) or exc}") from None
+        login_and_tls(self.client, cfg)
         # The broker announces "offline" for us if we vanish without a goodbye.
         if availability:
             self.client.will_set(self.status_topic, "offline", qos=1, retain=True)

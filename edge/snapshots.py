@@ -64,9 +64,15 @@ class BestCrops:
         self._best.pop(track_id, None)
 
 
-def person_slug(name: str) -> str:
+def name_parts(name: str) -> tuple[str, str]:
+    """(file- and id-safe slug, short hash) of a person's name; the hash keeps "Anne B" and "anne_b" apart."""
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40] or "person"
-    return f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+    return slug, hashlib.sha1(name.encode()).hexdigest()[:6]
+
+
+def person_slug(name: str) -> str:
+    """The person's part of a thumbnail file name."""
+    return "-".join(name_parts(name))
 
 
 def thumbnail_dir(cfg: AppConfig) -> Path:
