@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import conftest
 import pytest
 
 from conftest import DEMO_GALLERY, DEMO_VIDEO, free_port, run_edge, wait_port
@@ -40,13 +41,10 @@ def hopper_photo() -> Path:
 
 
 def wait_until(condition, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """conftest's wait_until, failing the test with what it waited for."""
+    value = conftest.wait_until(condition, timeout, every)
+    assert value, f"timed out after {timeout} s waiting for {what}"
+    return value
 
 
 def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None,
