@@ -324,6 +324,10 @@ def _enroll_from_camera(cfg: AppConfig, args, name: str) -> int:
     if here:
         store.abandon_camera_enrolments(cfg.camera, "not enrolled: the process serving it stopped")
     request_id = store.request_camera_enrolment(name, cfg.camera, frames, timeout_s)
+    if request_id is None:
+        print(f"camera {cfg.camera} already has requests waiting; try again when they are done", file=sys.stderr)
+        lock.release()
+        return 1
     stop = threading.Event()
     worker = None
     if here:

@@ -128,6 +128,12 @@ class Session:
             self.kept.clear()              # another track may be another person: their frames are not mixed
             self.message = "a new face: starting again"
         self.track = view.id
+        if self.good >= self.wanted:
+            # Enough frames, but the tracker has not yet said whose face this is (it decides after
+            # tracking.min_frames measured frames): wait for it rather than enrol someone known under a new name.
+            if view.decided:
+                self.status = "complete"
+            return
         face = next((f for f in measured if f.track_id == view.id and f.embedding is not None), None)
         if face is None:
             return
@@ -143,7 +149,10 @@ class Session:
         self.kept_at = now
         self.message = "keep looking at the camera"
         if self.good >= self.wanted:
-            self.status = "complete"
+            if view.decided:
+                self.status = "complete"
+            else:
+                self.message = "checking that this face is not someone else's"
 
     def expire(self, now: float) -> None:
         if self.status != "running" or now <= self.deadline:
@@ -173,6 +182,7 @@ class CameraEnrolments:
         self._polled = float("-inf")
         self._reported: tuple[int, str] | None = None
         self._outcome: tuple[str, float] | None = None   # text shown on the kiosk after the end, and since when
+        self._lock_warned = False
 
     @property
     def active(self) -> bool:
@@ -191,7 +201,12 @@ class CameraEnrolments:
         self._polled = now
         if not self.lock.held:
             if not self.lock.acquire():
-                return                   # `edge enroll --camera` runs this camera itself: its requests are its own
+                if not self._lock_warned:
+                    self._lock_warned = True
+                    log.warning("another process reads camera %s (%s is locked: `edge enroll --camera`, or a "
+                                "second daemon with the same camera name): enrolment requests for it are served "
+                                "there", self.cfg.camera, self.lock.path)
+                return
             abandoned = self.store.abandon_camera_enrolments(self.cfg.camera, "not enrolled: the process serving it "
                                                                              "stopped")
             if abandoned:

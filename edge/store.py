@@ -592,9 +592,14 @@ class Store:
 
     # --- enrolment from a camera (edge/enroll_camera.py) ----------------------------------------------
     def request_camera_enrolment(self, name: str, camera: str, frames: int, timeout_s: float,
-                                 keep: int = 50) -> int:
-        """Queue a request for the daemon of `camera`; only the newest `keep` finished requests are kept."""
+                                 keep: int = 50, max_waiting: int = 5) -> int | None:
+        """Queue a request for the daemon of `camera`; None when `max_waiting` already wait for it (each holds the
+        camera in enrolment for up to its timeout). Only the newest `keep` finished requests are kept."""
         def write():
+            waiting = self.db.execute("SELECT COUNT(*) FROM camera_enrolments WHERE camera = ? AND status = "
+                                      "'requested'", [camera]).fetchone()[0]
+            if waiting >= max_waiting:
+                return None
             now = time.time()
             row = self.db["camera_enrolments"].insert(
                 {"name": name, "camera": camera, "frames": frames, "timeout_s": timeout_s, "status": "requested",

@@ -393,8 +393,8 @@ def _handler(server: StatusServer):
                 request = people.request_camera_enrolment(fields.get("name", ""), fields.get("frames"))
                 session.flash = message_flash(f"asked camera {request['camera']} to enrol {request['name']} from "
                                               f"{request['frames']} good frames: one person, facing the camera")
-            except BadName as exc:
-                session.flash = message_flash(str(exc), ok=False)
+            except (BadName, LookupError) as exc:
+                session.flash = message_flash(str(exc).strip("'\""), ok=False)
             self.redirect("/people")
 
         def forget(self):
@@ -460,6 +460,8 @@ def _handler(server: StatusServer):
                 request = people.request_camera_enrolment(fields.get("name", ""), fields.get("frames"))
             except BadName as exc:
                 raise BadRequest(400, str(exc)) from None
+            except LookupError as exc:
+                raise BadRequest(429, str(exc).strip("'\"")) from None
             self.api_reply(202, {**request, "url": f"/api/enrolments/{request['id']}"})
 
         def api_camera_enrolments(self):

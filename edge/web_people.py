@@ -115,7 +115,8 @@ class People:
         return f"forgot group {number}: {count} unknown track(s) erased"
 
     def request_camera_enrolment(self, name: str, frames_text: str | int | None) -> dict:
-        """Queue `edge enroll NAME --camera` for the daemon of this camera (this process); raises BadName."""
+        """Queue `edge enroll NAME --camera` for the daemon of this camera (this process); raises BadName, or
+        LookupError when too many requests wait already."""
         from .enroll import checked_name
         name = checked_name(name)
         try:
@@ -127,6 +128,9 @@ class People:
         with self._store() as store:
             request_id = store.request_camera_enrolment(name, self.cfg.camera, frames,
                                                         self.cfg.camera_enrolment.timeout_s)
+            if request_id is None:
+                raise LookupError(f"camera {self.cfg.camera} already has requests waiting; try again when they "
+                                  "are done")
             return store.camera_enrolment(request_id)
 
     def camera_enrolments(self, limit: int = 5) -> list[dict]:

@@ -14,12 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, edge_command, run_edge
+from conftest import DEMO_GALLERY, ROOT, edge_command, run_edge
 from edge_process import EdgeProcess, cut_clip
 
 # Frame ranges of the demo video (edge/demo/ASSETS.md): Hopper alone (Collins edges in from frame ~165), both
 # side by side, nobody.
-HOPPER_ALONE, BOTH, EMPTY = (139, 160), (176, 208), (0, 24)
+HOPPER_ALONE, BOTH, EMPTY, COLLINS_ALONE = (139, 160), (176, 208), (0, 24), (35, 100)
 # The demo's faces are 94-150 px; the default floor (96) is for a kiosk camera at arm's length.
 SMALL_FACES_OK = ("--set", "camera_enrolment.min_face_px=80")
 
@@ -28,7 +28,8 @@ SMALL_FACES_OK = ("--set", "camera_enrolment.min_face_px=80")
 def clips(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("clips")
     return {name: cut_clip(*frames, folder / f"{name}.mp4")
-            for name, frames in (("hopper", HOPPER_ALONE), ("both", BOTH), ("empty", EMPTY))}
+            for name, frames in (("hopper", HOPPER_ALONE), ("both", BOTH), ("empty", EMPTY),
+                                 ("collins", COLLINS_ALONE))}
 
 
 def camera_args(db: Path, clip: Path) -> list[str]:
@@ -185,6 +186,30 @@ def test_without_a_daemon_the_command_reads_the_camera_itself(clips, tmp_path):
     assert nobody.returncode == 4, nobody.stderr
     assert "not enrolled: no face in view in 3 s" in nobody.stderr
     assert len(embeddings(db)) == 3 and requests(db)[-1]["status"] == "refused"
+
+
+@pytest.mark.slow
+def test_a_known_face_is_never_enrolled_under_a_new_name_however_few_frames_are_asked(clips, tmp_path):
+    """One good frame comes long before the tracker's decision (tracking.min_frames): the request waits for it."""
+    db = tmp_path / "edge.db"
+    enrolled = run_edge("enroll", "eileen_collins", str(DEMO_GALLERY / "eileen_collins.jpg"), "--set",
+                        f"store.path={db}")
+    assert enrolled.returncode == 0, enrolled.stderr
+    result = enroll_camera(db, clips["collins"], "somebody_new", "--frames", "1")
+    assert result.returncode == 4, result.stderr
+    assert "this face is already enrolled as eileen_collins" in result.stderr
+    assert {name for name, _, _ in embeddings(db)} == {"eileen_collins"}
+
+
+def test_requests_waiting_for_one_camera_are_bounded(tmp_path):
+    from edge.store import Store
+    store = Store(tmp_path / "edge.db")
+    asked = [store.request_camera_enrolment("alice", "door", 5, 30) for _ in range(6)]
+    assert None not in asked[:5] and asked[5] is None
+    assert store.request_camera_enrolment("alice", "hall", 5, 30) is not None      # another camera's queue
+    assert store.take_camera_enrolment("door")["id"] == asked[0]                  # taken: one place is free
+    assert store.request_camera_enrolment("alice", "door", 5, 30) is not None
+    store.close()
 
 
 def test_bad_arguments_are_usage_errors(tmp_path, clips, hopper_photo):
