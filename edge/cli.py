@@ -311,6 +311,7 @@ def _enroll_from_camera(cfg: AppConfig, args, name: str) -> int:
     lines on stdout, the outcome as the last line; exit 0 enrolled, 4 refused, 1 failed, 130 interrupted."""
     import threading
     from .enroll_camera import CameraLock, follow, run_here
+    from .store import MAX_WAITING_PER_CAMERA
 
     if args.images:
         raise BadName("--camera takes no photos: the frames come from the camera")
@@ -354,7 +355,9 @@ def _enroll_from_camera(cfg: AppConfig, args, name: str) -> int:
         if row["status"] in ("requested", "running"):
             print(f"{row['good']}/{row['frames']}  {row['message']}", flush=True)
     try:
-        row = follow(store, request_id, show, stop, wait_for_daemon_s=30.0)
+        # A daemon that holds the camera gets to this request after those already waiting (each up to its timeout).
+        wait_s = 30.0 if here else (MAX_WAITING_PER_CAMERA + 1) * timeout_s + 30
+        row = follow(store, request_id, show, stop, wait_for_daemon_s=wait_s)
     except KeyboardInterrupt:
         stop.set()
         store.finish_camera_enrolment(request_id, "cancelled", "not enrolled: cancelled by the requester")

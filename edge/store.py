@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # Several daemons may share one database (one per camera, README "Several cameras on one box"); each sends
 # the others' queued events only once they have waited this long.
 OTHERS_AFTER_S = 30.0
+# Requests to enrol from a camera waiting at once for one camera (edge/enroll_camera.py); each may hold the camera
+# in enrolment for its whole timeout.
+MAX_WAITING_PER_CAMERA = 5
 
 
 class StoreError(RuntimeError):
@@ -592,7 +595,7 @@ class Store:
 
     # --- enrolment from a camera (edge/enroll_camera.py) ----------------------------------------------
     def request_camera_enrolment(self, name: str, camera: str, frames: int, timeout_s: float,
-                                 keep: int = 50, max_waiting: int = 5) -> int | None:
+                                 keep: int = 50, max_waiting: int = MAX_WAITING_PER_CAMERA) -> int | None:
         """Queue a request for the daemon of `camera`; None when `max_waiting` already wait for it (each holds the
         camera in enrolment for up to its timeout). Only the newest `keep` finished requests are kept."""
         def write():
@@ -613,6 +616,12 @@ class Store:
         """The oldest waiting request for `camera` (or that one), now marked running; None when there is none
         (or another process took it first)."""
         def write():
+            # A request nobody took for far longer than its requester waits (a command killed before it could
+            # cancel, a daemon that was down) must not enrol whoever stands there hours later.
+            self.db.execute("UPDATE camera_enrolments SET status = 'failed', message = ?, updated_at = ? "
+                            "WHERE camera = ? AND status = 'requested' AND requested_at < ? - ? * timeout_s - 60",
+                            ["not enrolled: no daemon took the request in time", time.time(), camera, time.time(),
+                             MAX_WAITING_PER_CAMERA + 1])
             row = self.db.execute(
                 "SELECT id FROM camera_enrolments WHERE status = 'requested' AND camera = ?"
                 + (" AND id = ?" if request_id is not None else "") + " ORDER BY id LIMIT 1",

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, edge_command, require_module, require_program, wait_until
-from edge_process import EdgeProcess, base_args
-from edge.overlay import KNOWN_COLOUR, STATUS_BACKGROUND, OverlayFace, draw_overlay
+from edge_process import EdgeProcess, base_args, cut_clip
+from edge.overlay import BANNER_BACKGROUND, KNOWN_COLOUR, STATUS_BACKGROUND, OverlayFace, draw_overlay
 
 SCREEN = (800, 600)          # the demo's 640 x 480 scaled by 1.25 fills it exactly
 
@@ -122,6 +122,31 @@ def test_kiosk_window_shows_boxes_names_and_status_line(xvfb, enrolled_db, tmp_p
         # The same person was identified in the events, so the green box is a decision, not a default.
         assert any(e["type"] == "face_identified" and (e["identity"] or {}).get("name") == "eileen_collins"
                    for e in edge.events)
+    finally:
+        edge.signal(15)
+        code = edge.wait(60)
+    assert code == 0, edge.stderr()
+
+
+@pytest.mark.slow
+def test_kiosk_window_shows_the_progress_of_an_enrolment_from_the_camera(xvfb, tmp_path):
+    """`edge enroll NAME --camera` beside a daemon with its kiosk window: the person in front of the camera sees
+    the banner across the top of the screen while their frames are taken."""
+    clip = cut_clip(139, 160, tmp_path / "hopper.mp4")        # Grace Hopper alone (demo frames)
+    db = tmp_path / "edge.db"
+    common = ["--set", f"store.path={db}", "--set", "camera_enrolment.min_face_px=80"]
+    edge = EdgeProcess(*base_args(db, "--display", "--set", "capture.loop=true", source=str(clip)),
+                       "--set", "camera_enrolment.min_face_px=80", env={"DISPLAY": xvfb})
+    try:
+        edge.wait_log(r"kiosk window on", timeout=60)
+        top_of_screen = lambda: colour_mask(screenshot(xvfb)[:3], BANNER_BACKGROUND, 20).mean()  # noqa: E731
+        assert top_of_screen() < 0.1, "a banner before anything was asked"
+        enrolling = subprocess.Popen(edge_command("enroll", "grace_hopper", "--camera", "--frames", "15", *common),
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert wait_until(lambda: top_of_screen() > 0.5, timeout=60, interval=0.1), \
+            f"no enrolment banner on the kiosk screen; log:\n{edge.stderr()}"
+        out, err = enrolling.communicate(timeout=120)
+        assert enrolling.returncode == 0 and "enrolled grace_hopper from 15 frames" in out, err
     finally:
         edge.signal(15)
         code = edge.wait(60)

@@ -212,6 +212,20 @@ def test_requests_waiting_for_one_camera_are_bounded(tmp_path):
     store.close()
 
 
+def test_a_request_nobody_took_in_time_is_never_served_later(tmp_path):
+    """A command killed before it could cancel leaves its request behind: a daemon started hours later must not
+    enrol whoever stands in front of the camera then."""
+    from edge.store import Store
+    store = Store(tmp_path / "edge.db")
+    old, fresh = (store.request_camera_enrolment("alice", "door", 5, 30) for _ in range(2))
+    store.db.execute("UPDATE camera_enrolments SET requested_at = requested_at - 3 * 3600 WHERE id = ?", [old])
+    store.db.conn.commit()
+    assert store.take_camera_enrolment("door")["id"] == fresh
+    assert store.camera_enrolment(old)["status"] == "failed"
+    assert store.camera_enrolment(old)["message"] == "not enrolled: no daemon took the request in time"
+    store.close()
+
+
 def test_bad_arguments_are_usage_errors(tmp_path, clips, hopper_photo):
     db = tmp_path / "edge.db"
     for args, message in ((["photo.jpg", "--camera"], "--camera takes no photos"),

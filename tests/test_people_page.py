@@ -128,17 +128,27 @@ def by_css(driver, selector: str):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def gone(element) -> bool:
+    """The element belongs to a page the browser has left. Chromium says so either way during a navigation:
+    a stale element, or "Node with given id does not belong to the document"."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    try:
+        element.tag_name
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc) or "execution context" in str(exc):
+            return True
+        raise
+
+
 def submit_and_wait(driver, element) -> None:
     """Submit a form and wait until the browser has left the page it was on."""
     old = by_css(driver, "html")[0]
     element.click() if element.tag_name == "button" else element.submit()
-    from selenium.common.exceptions import StaleElementReferenceException
     def left():
-        try:
-            old.tag_name
-            return False
-        except StaleElementReferenceException:
-            return True
+        return gone(old)
     wait_until(left, 120, "the next page", every=0.2)
 
 
@@ -378,14 +388,14 @@ def test_enrol_from_the_camera_with_the_page_button(kiosk, browser, tmp_path):
     wait_until(lambda: banner_shown(kiosk.port), 30, "the enrolment banner on the live picture", every=0.1)
 
     def finished():
-        # The page reloads itself every 2 s while the request runs.
-        from selenium.common.exceptions import StaleElementReferenceException
+        # The page reloads itself every 2 s while the request runs: an element may be gone as it is read.
+        from selenium.common.exceptions import WebDriverException
+        rows = by_css(browser, "tr.camera-request")
         try:
-            rows = by_css(browser, "tr.camera-request")
-            return rows and "status-running" not in rows[0].get_attribute("class") \
-                and "status-requested" not in rows[0].get_attribute("class") and rows[0]
-        except StaleElementReferenceException:
+            css = rows[0].get_attribute("class") or "" if rows else ""
+        except WebDriverException:          # stale, or "does not belong to the document": reloaded meanwhile
             return False
+        return css and "status-running" not in css and "status-requested" not in css and rows[0]
     row = wait_until(finished, 60, "the camera enrolment to finish")
     assert "status-done" in row.get_attribute("class"), row.text
     assert by_css(browser, "tr.camera-request td.good")[0].text == "12/12"
