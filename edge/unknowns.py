@@ -51,6 +51,14 @@ def cluster_labels(vectors: np.ndarray, threshold: float, linkage: str = "averag
     return fcluster(tree, t=threshold, criterion="distance") - 1
 
 
+def group_labels(vectors: np.ndarray, cfg: AppConfig, threshold: float | None = None,
+                 linkage: str | None = None) -> np.ndarray:
+    """How `edge unknowns` groups unknown faces under `cfg`: the embedding model's metric, `unknowns.linkage`
+    and `unknowns.cluster_threshold` (threshold and linkage can be overridden, for a measured sweep)."""
+    return cluster_labels(vectors, cfg.unknowns.cluster_threshold if threshold is None else threshold,
+                          linkage or cfg.unknowns.linkage, cfg.identity.metric)
+
+
 @dataclass(frozen=True)
 class Cluster:
     number: int               # the group's stable id (never reused; 1 = the first group ever listed)
@@ -97,8 +105,7 @@ def clusters(store: Store, cfg: AppConfig) -> list[Cluster]:
     def grouping(rows: list[dict]) -> list[tuple[int | None, list[dict]]]:
         if not rows:
             return []
-        labels = cluster_labels(np.stack([r["vector"] for r in rows]), cfg.unknowns.cluster_threshold,
-                                cfg.unknowns.linkage, cfg.identity.metric)
+        labels = group_labels(np.stack([r["vector"] for r in rows]), cfg)
         members = [[r for r, keep in zip(rows, labels == label) if keep] for label in np.unique(labels)]
         members.sort(key=lambda m: min(r["first_seen"] for r in m))     # new ids go to older groups first
         return list(zip(inherited_ids(members), members))

@@ -165,6 +165,37 @@ def test_cluster_labels_follow_the_threshold():
     assert purity(np.array([0, 0, 0, 1, 1]), ["x", "x", "y", "y", "y"]) == pytest.approx(4 / 5)
 
 
+def test_the_measurement_groups_as_the_daemon_does_in_the_models_metric(tmp_path):
+    # reid_0095's vectors are compared by cosine: the same directions at different lengths are one person
+    # (an L2 grouping, the script's old one, splits them), and the script must find the daemon's groups.
+    cfg = load_config(overrides=["identity.model=reid_0095"])
+    assert cfg.identity.metric == "cosine"
+    rng = np.random.default_rng(3)
+    people, vectors = [], []
+    for person in range(4):
+        direction = rng.normal(0, 1, 256)
+        for length in (0.4, 1.0, 2.5):
+            vectors.append((direction / np.linalg.norm(direction) * length + rng.normal(0, 0.002, 256)).astype(np.float32))
+            people.append(f"p{person}")
+    vectors = np.stack(vectors)
+    result = measure.measure(vectors, people, cfg)
+    assert (result["clusters"], result["purity"], result["split_people"], result["merged_people"]) == (4, 1.0, 0, 0)
+    assert result["threshold"] == cfg.unknowns.cluster_threshold and result["linkage"] == cfg.unknowns.linkage
+    assert len(set(cluster_labels(vectors, cfg.unknowns.cluster_threshold))) > 4      # L2 would split them
+
+    store = Store(tmp_path / "edge.db")
+    for i, (vector, person) in enumerate(zip(vectors, people)):
+        store.keep_unknown({"track": f"{person}t{i}", "camera": "camera", "first_seen": 1000.0 + i,
+                            "last_seen": 1001.0 + i, "age": 40.0, "gender": "male", "gender_confidence": 0.9,
+                            "frames": 30}, vector, 10, model="reid_0095")
+    daemon_groups = sorted(sorted(t.split("t")[0] for t in g.tracks) for g in clusters(store, cfg))
+    store.close()
+    assert daemon_groups == [[f"p{i}"] * 3 for i in range(4)]
+    # At a loose threshold people share groups, and the script counts them as merged.
+    loose = measure.measure(vectors, people, cfg, threshold=1.5)
+    assert loose["clusters"] < 4 and loose["merged_people"] >= 2 and loose["purity"] < 1.0
+
+
 def test_clusters_are_numbered_oldest_first(tmp_path):
     store = Store(tmp_path / "edge.db")
     keep(store, "late", np.full(128, 0.2), 2000.0)
@@ -262,19 +293,19 @@ def test_a_split_group_keeps_its_id_on_the_larger_part(tmp_path):
 
 @pytest.mark.slow
 def test_clusters_match_people_on_the_identity_sets(shared_datasets):
-    # Measured with dlib's vectors and Haar (reid_0095's grouping: training/reports/unknown_clusters_reid.json).
+    # Measured with dlib's vectors and Haar (reid_0095's grouping: training/reports/unknown_clusters_reid_0095.md),
+    # grouped as the daemon groups them under that config (L2, average linkage at 0.5).
     cfg = load_config(overrides=["identity.model=dlib_resnet_v1", "detector.type=haar"])
-    threshold, linkage = cfg.unknowns.cluster_threshold, cfg.unknowns.linkage
     models = measure.load_models(cfg)
     vectors, people, missed = measure.embed(models, measure.people_set(shared_datasets), "people")
-    result = measure.measure(vectors, people, threshold, linkage)
+    result = measure.measure(vectors, people, cfg)
     # Measured at the defaults (0.5, average): 16 of the 18 photos have a Haar face; 7 clusters for 6 people
     # (one person split in two), purity 1.0.
     assert missed <= 2 and result["people"] == 6
     assert result["purity"] == 1.0 and 6 <= result["clusters"] <= 7, result
 
     vectors, people, missed = measure.embed(models, measure.lfw_set(40, shared_datasets), "lfw")
-    result = measure.measure(vectors, people, threshold, linkage)
+    result = measure.measure(vectors, people, cfg)
     # Measured on these 82 photos of 40 people: 42 clusters, purity 1.0.
     assert result["purity"] >= 0.97 and result["people"] <= result["clusters"] <= result["people"] + 4, result
 

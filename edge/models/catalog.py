@@ -30,8 +30,9 @@ EMBEDDINGS: dict[str, EmbeddingInfo] = {info.model_id: info for info in (
                   "Intel Open Model Zoo face-reidentification-retail-0095, 256-D unit vectors. 0.53 = the "
                   "threshold that let 1% of strangers in with 225 people enrolled (chosen on other splits; "
                   "measured 0.81% / 94.9% named, 10 enrolled 0.09%); the margin rule gained nothing "
-                  "(training/reports/openset_reid_yunet.md). Unknown groups at 0.5: purity 1.0, 213 groups for "
-                  "200 LFW people (0.45: 226, 0.55: 207; training/reports/unknown_clusters_reid.json)."),
+                  "(training/reports/openset_reid_yunet.md). Unknown groups at 0.5: 212 groups for 200 LFW people, "
+                  "none mixing two people (0.45: 225, 0.55: 206); all 1,241 LFW people: 1,288 groups, purity "
+                  "0.997, 12 people merged (training/reports/unknown_clusters_reid_0095.md)."),
 )}
 
 DEFAULT_EMBEDDING = "reid_0095"
