@@ -250,8 +250,11 @@ class HomeAssistant:
                    "track_id": event.get("track_id"), "timestamp": event.get("timestamp")}
         self.publisher.publish_now(self.face_event_topic, json.dumps(
             {"event_type": "identified" if name else "unknown", **details}), retain=False)
+        # The name as `person`: Home Assistant drops an MQTT json attribute called `name` (MQTT_ATTRIBUTES_BLOCKED;
+        # the event entity keeps it).
+        attributes = {"person" if key == "name" else key: value for key, value in details.items()}
         self.publisher.publish_now(self.last_person_attributes_topic, json.dumps(
-            {**details, "arrival": self.arrivals, "at": round(time.time(), 3)}))
+            {**attributes, "arrival": self.arrivals, "at": round(time.time(), 3)}))
         # Published every time (not only on change): Home Assistant records each arrival (force_update).
         topic = f"{self.state_root}/last_person"
         self.states[topic] = name or STRANGER

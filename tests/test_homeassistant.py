@@ -83,6 +83,7 @@ def test_daemon_announces_device_entities_and_states(broker, subscriber_factory,
     assert states == [e["identity"]["name"].encode() if e["identity"] else b"stranger" for e in decided]
     attributes = [json.loads(p) for p in live.payloads(last_person["json_attributes_topic"])]
     assert [a["arrival"] for a in attributes] == list(range(1, len(decided) + 1))
+    assert [a["person"] for a in attributes] == [e["identity"]["name"] if e["identity"] else None for e in decided]
 
     # States as they happened, then as the broker keeps them after a clean stop.
     presence_topic = by_id[person][1]["state_topic"]
@@ -190,7 +191,9 @@ def test_forgotten_person_is_erased_from_the_last_identified_person(broker, tmp_
         ha.observe(event)
     pump_until(publisher, lambda: False, timeout=0.5)
     held = retained(broker.port, "hall/state/#", "before-forget")
-    assert held[state] == b"alice" and json.loads(held[attributes])["name"] == "alice"
+    # The name is the attribute `person`: Home Assistant drops a json attribute called `name`.
+    assert held[state] == b"alice" and json.loads(held[attributes])["person"] == "alice"
+    assert "name" not in json.loads(held[attributes])
 
     # Forgotten while running: the next status tick erases the name (Home Assistant shows no value).
     store.forget("alice")
