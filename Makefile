@@ -42,8 +42,9 @@ check-python-support:
 # from `make test-deps`). Home Assistant lives in its own venv, $(HA_VENV): it pins paho-mqtt 1.6.1 and much else
 # that clashes with the daemon's packages. Made once (pip, ~3 min, ~400 MB; HA_PYTHON must be 3.11 or 3.12),
 # then reused while it holds that version; the check itself takes ~1 min (scripts/check_home_assistant.py).
+# The venv is kept outside the checkout (the tests scan every file under it), shared by the user's checkouts.
 HA_VERSION := 2024.3.3
-HA_VENV ?= .cache/ha-venv
+HA_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edge-face-appliance/ha-venv-$(HA_VERSION)
 HA_PYTHON ?= python3
 check-home-assistant:
 	@if [ "$$($(HA_VENV)/bin/hass --version 2>/dev/null)" != "$(HA_VERSION)" ]; then \
