@@ -49,11 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run on the bundled demo video with a bundled gallery; no camera, no broker")
     demo.add_argument("--max-frames", type=int)
 
-    enroll = sub.add_parser("enroll", help="add a person from photos or folders of photos (one face per photo)")
+    enroll = sub.add_parser("enroll", help="add a person from photos or folders of photos (one face per photo), "
+                                           "or from the camera (--camera)")
     enroll.add_argument("name")
-    enroll.add_argument("images", nargs="+", type=Path, metavar="PHOTO_OR_FOLDER")
+    enroll.add_argument("images", nargs="*", type=Path, metavar="PHOTO_OR_FOLDER")
     enroll.add_argument("--strict", action="store_true",
                         help="save nothing when any photo is unusable (default: report it and skip it)")
+    enroll.add_argument("--camera", action="store_true",
+                        help="take good frames of the one face in front of the configured camera: through the "
+                             "running daemon (progress on its kiosk window), or by opening the camera when none runs")
+    enroll.add_argument("--frames", type=int, metavar="N",
+                        help="with --camera: good frames to collect (default camera_enrolment.frames)")
+    enroll.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="with --camera: give up after this long (default camera_enrolment.timeout_s)")
 
     sub.add_parser("hash-password", help="print the scrypt hash of a password for web.password / web.token "
                                          "(read from stdin, or asked twice on a terminal)")
@@ -116,7 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "enroll" and not any(a.startswith("-") for a in extra):
+        # `edge enroll NAME --strict PHOTO...`: argparse gives an optional positional list (PHOTO may be left
+        # out for --camera) only the words before the first option.
+        args.images += [Path(a) for a in extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.command_line = shlex.join(["edge", *argv])
     files = list(args.config or [])
     if args.command == "demo" and not files:
@@ -265,6 +280,12 @@ def cmd_enroll(cfg: AppConfig, args) -> int:
     from .models.loader import load_models
 
     name = checked_name(args.name)          # a bad name is a usage error, found before any model loads
+    if args.camera:
+        return _enroll_from_camera(cfg, args, name)
+    if args.frames is not None or args.timeout is not None:
+        raise BadName("--frames and --timeout go with --camera")
+    if not args.images:
+        raise BadName("give photos or folders of photos to enrol from, or --camera")
     photos = photos_in(args.images)
     if not photos:
         raise ImageError(f"no photos in {', '.join(map(str, args.images))} (looked for "
@@ -283,6 +304,72 @@ def cmd_enroll(cfg: AppConfig, args) -> int:
     print(result.summary())
     _share_with_fleet(cfg, store)
     return 0
+
+
+def _enroll_from_camera(cfg: AppConfig, args, name: str) -> int:
+    """A request row the camera's daemon serves (or this process, when no daemon holds the camera); progress
+    lines on stdout, the outcome as the last line; exit 0 enrolled, 4 refused, 1 failed, 130 interrupted."""
+    import threading
+    from .enroll_camera import CameraLock, follow, run_here
+
+    if args.images:
+        raise BadName("--camera takes no photos: the frames come from the camera")
+    frames = cfg.camera_enrolment.frames if args.frames is None else args.frames
+    timeout_s = cfg.camera_enrolment.timeout_s if args.timeout is None else args.timeout
+    if not 1 <= frames <= 50 or not 0 < timeout_s <= 600:
+        raise BadName("--frames must be 1-50 and --timeout 0-600 seconds")
+    store = _store(cfg, args)
+    lock = CameraLock(cfg)
+    here = lock.acquire()            # held: no daemon reads this camera, so this process does
+    if here:
+        store.abandon_camera_enrolments(cfg.camera, "not enrolled: the process serving it stopped")
+    request_id = store.request_camera_enrolment(name, cfg.camera, frames, timeout_s)
+    if request_id is None:
+        print(f"camera {cfg.camera} already has requests waiting; try again when they are done", file=sys.stderr)
+        lock.release()
+        return 1
+    stop = threading.Event()
+    worker = None
+    if here:
+        print(f"no daemon reads camera {cfg.camera}: opening {cfg.source} here", file=sys.stderr)
+        from .models.loader import load_models
+        models = load_models(cfg)
+        request = store.take_camera_enrolment(cfg.camera, request_id)
+
+        def serve():
+            from .store import Store
+            own = Store(cfg.store.path)        # one Store per thread
+            try:
+                run_here(cfg, own, request, models, lock, stop)
+            finally:
+                own.close()
+                lock.release()
+        worker = threading.Thread(target=serve, name="enroll-camera", daemon=True)
+        worker.start()
+    else:
+        print(f"asked the daemon of camera {cfg.camera} to enrol {name} ({frames} good frames within "
+              f"{timeout_s:.0f} s): one person, facing the camera", file=sys.stderr)
+
+    def show(row: dict) -> None:
+        if row["status"] in ("requested", "running"):
+            print(f"{row['good']}/{row['frames']}  {row['message']}", flush=True)
+    try:
+        row = follow(store, request_id, show, stop, wait_for_daemon_s=30.0)
+    except KeyboardInterrupt:
+        stop.set()
+        store.finish_camera_enrolment(request_id, "cancelled", "not enrolled: cancelled by the requester")
+        print("cancelled", file=sys.stderr)
+        return 130
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(timeout=10)
+    if row["status"] == "done":
+        print(row["message"])
+        _share_with_fleet(cfg, store)
+        return 0
+    print(row["message"], file=sys.stderr)
+    return EXIT_INPUT if row["status"] == "refused" else 1
 
 
 def cmd_hash_password(cfg: AppConfig, args) -> int:
@@ -374,7 +461,6 @@ def _forget(cfg: AppConfig, name: str, args) -> int:
 
 def cmd_unknowns(cfg: AppConfig, args) -> int:
     from . import unknowns
-    from .snapshots import person_slug, thumbnail_dir
 
     store = _store(cfg, args)
     if args.action == "list":

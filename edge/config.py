@@ -485,6 +485,20 @@ class SnapshotsConfig(Section):
     thumbnail_retention_days: int = Field(7, ge=1, le=3650)   # ... deleted after this many days
 
 
+class CameraEnrolmentConfig(Section):
+    """Enrolment from the running camera: `edge enroll NAME --camera`, the people page's button, POST
+    /api/enrolments (edge/enroll_camera.py). A frame counts when the single face in view passes all three checks."""
+    frames: int = Field(5, ge=1, le=50)             # good frames to collect (--frames)
+    timeout_s: float = Field(30.0, gt=0, le=600)    # refused when they are not collected within this time
+    min_face_px: int = Field(96, ge=24, le=4000)     # shorter side of the face box ("large enough")
+    # Laplacian variance over the contrast of the face resized to 112 px: 99% of LFW photos are >= 0.94,
+    # 99% of the same photos blurred (Gaussian sigma 2) are <= 0.69.
+    min_sharpness: float = Field(0.8, ge=0, le=100)
+    # Nose offset from the eyes' midpoint over the eye distance: 0 frontal, about 0.25 at 20-25 degrees of yaw.
+    max_yaw: float = Field(0.25, gt=0, le=1)
+    min_interval_s: float = Field(0.2, ge=0, le=10)  # between two kept frames, so they are not one picture N times
+
+
 def default_device() -> str:
     """This host's name in [A-Za-z0-9_-], so two boxes left on defaults never share Home Assistant unique ids."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-")
@@ -509,6 +523,7 @@ class AppConfig(Section):
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     fleet: FleetConfig = FleetConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()
+    camera_enrolment: CameraEnrolmentConfig = CameraEnrolmentConfig()
     display: DisplayConfig = DisplayConfig()
     web: WebConfig = WebConfig()
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 from .capture import LatestFrameGrabber, open_source
 from .config import AppConfig
+from .enroll_camera import CameraEnrolments, CameraLock
 from .fleet import Fleet
 from .homeassistant import HomeAssistant
 from .models.loader import LoadedModels, load_models
@@ -54,6 +55,9 @@ class Daemon:
             if self.publisher and cfg.homeassistant.enabled else None
         self.fleet = Fleet(cfg, self.store, self.publisher) if self.publisher and cfg.fleet.enabled else None
         self.snapshots = Snapshots(cfg, self.publisher)
+        # Requests to enrol a person from this camera (edge enroll NAME --camera, the people page, the API).
+        self.enrolments = CameraEnrolments(cfg, self.store, self.models.embedding.model_id, CameraLock(cfg))
+        self.pipeline.enrolment = self.enrolments
         # Kiosk window and status page (edge/live.py); None when both are off, and then nothing changes.
         self.live = LiveOutputs(cfg, self.pipeline) if cfg.display.enabled or cfg.web.enabled else None
         self.sinks = self._sinks()
@@ -140,8 +144,9 @@ class Daemon:
                 break
             elif grabber.alive(CAPTURE_STALL_S):
                 self.notifier.watchdog()
+            self.enrolments.poll(now)
             if self.live:
-                self.live.tick(frame, self.pipeline, self.store)
+                self.live.tick(frame, self.pipeline, self.store, self.enrolments.banner(now))
             if not ready and (frame is not None or now - self.started > READY_WITHOUT_CAMERA_S):
                 self.notifier.ready("processing frames" if frame is not None else "waiting for camera")
                 ready = True
@@ -180,6 +185,8 @@ class Daemon:
         grabber.stop()
         if self.live:
             self.live.stop()
+        if not failed:
+            self.enrolments.stop()
         closing = self.pipeline.close()
         error: StoreError | None = None
         if not failed:       # a database that cannot be written cannot take the face_left events either

@@ -103,7 +103,7 @@ class Kiosk:
                 if view is None:
                     return None
                 seq = view.seq
-                data = pickle.dumps((view.image, view.faces, view.status), protocol=pickle.HIGHEST_PROTOCOL)
+                data = pickle.dumps((view.image, view.faces, view.status, view.banner), protocol=pickle.HIGHEST_PROTOCOL)
                 process.stdin.write(struct.pack(">I", len(data)) + data)
                 process.stdin.flush()
                 self.shown += 1

@@ -2,7 +2,7 @@
 
 A process of its own because Xlib ends the whole process when the X server goes away; here that ends only
 the window, and the daemon opens a new one. Protocol: stdin carries frames (4-byte big-endian length +
-pickle of (BGR image, overlay faces, status line)); stdout carries lines `open DISPLAY`, `ready`
+pickle of (BGR image, overlay faces, status line, banner or None)); stdout carries lines `open DISPLAY`, `ready`
 (send the next frame) and `error MESSAGE`.
 
 tkinter rather than cv2.imshow: the OpenCV wheel is the headless one (no highgui), and tkinter is in the
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         frame = reader.take()
         if frame is not None:
-            image, faces, status = frame
-            shown = fit(draw_overlay(image, faces, status), root.winfo_width(), root.winfo_height())
+            image, faces, status, banner = frame
+            shown = fit(draw_overlay(image, faces, status, banner), root.winfo_width(), root.winfo_height())
             picture = Image.fromarray(cv2.cvtColor(shown, cv2.COLOR_BGR2RGB))
             photo = state["photo"]
             if photo is None or (photo.width(), photo.height()) != picture.size:

@@ -27,9 +27,10 @@ class LiveView:
     image: np.ndarray                   # the frame as captured, never modified (drawing works on a copy)
     faces: tuple[OverlayFace, ...]
     status: str
+    banner: str | None = None           # a message for the person in front of the camera (enrolment progress)
 
     def render(self) -> np.ndarray:
-        return draw_overlay(self.image, self.faces, self.status)
+        return draw_overlay(self.image, self.faces, self.status, self.banner)
 
 
 class LatestView:
@@ -40,10 +41,10 @@ class LatestView:
         self._view: LiveView | None = None
         self._seq = 0
 
-    def put(self, image: np.ndarray, faces: tuple[OverlayFace, ...], status: str) -> None:
+    def put(self, image: np.ndarray, faces: tuple[OverlayFace, ...], status: str, banner: str | None = None) -> None:
         with self._condition:
             self._seq += 1
-            self._view = LiveView(self._seq, image, faces, status)
+            self._view = LiveView(self._seq, image, faces, status, banner)
             self._condition.notify_all()
 
     def latest(self) -> LiveView | None:
@@ -106,7 +107,7 @@ class LiveOutputs:
             self.server.stop()
 
     # --- called by the daemon loop ---------------------------------------------------------
-    def tick(self, frame, pipeline, store) -> None:
+    def tick(self, frame, pipeline, store, banner: str | None = None) -> None:
         """Every loop iteration; `frame` is None when none came. Costs a few dict reads and one slot swap."""
         now = time.monotonic()
         if now - self._slow_at >= SLOW_REFRESH_S:
@@ -129,7 +130,7 @@ class LiveOutputs:
         self._faces_seen = pipeline.faces_seen
         faces = faces_from_tracks(pipeline.tracker.views())
         self.metrics.faces_in_view.set(len(faces))
-        self.view.put(frame.image, faces, self.status_line(len(faces)))
+        self.view.put(frame.image, faces, self.status_line(len(faces)), banner)
 
     def event(self, payload: dict) -> None:
         self.metrics.events.labels(payload["type"]).inc()

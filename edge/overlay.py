@@ -18,6 +18,7 @@ KNOWN_COLOUR = (60, 200, 0)        # green: an enrolled person
 UNKNOWN_COLOUR = (0, 140, 255)     # orange: decided, not enrolled
 PENDING_COLOUR = (230, 200, 0)     # light blue: identity not decided yet
 STATUS_BACKGROUND = (40, 40, 40)
+BANNER_BACKGROUND = (140, 60, 0)   # dark blue: a message to the person in front of the camera
 TEXT_COLOUR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -61,8 +62,9 @@ def _printable(text: str) -> str:
 
 
 def draw_overlay(image_bgr: np.ndarray, faces: tuple[OverlayFace, ...] | list[OverlayFace],
-                 status: str = "") -> np.ndarray:
-    """A copy of the frame with every face's box and caption and, at the bottom, the status line."""
+                 status: str = "", banner: str | None = None) -> np.ndarray:
+    """A copy of the frame with every face's box and caption, at the bottom the status line and, at the top,
+    the banner (what the person in front of the camera should do: enrolment progress)."""
     canvas = image_bgr.copy()
     height, width = canvas.shape[:2]
     scale = max(0.4, width / 1280)          # text readable on 640 px frames and on 1080p alike
@@ -78,6 +80,11 @@ def draw_overlay(image_bgr: np.ndarray, faces: tuple[OverlayFace, ...] | list[Ov
         top = y - line_height if y - line_height >= 0 else y
         cv2.rectangle(canvas, (x, top), (x + text_w + 8, top + line_height), face.colour, cv2.FILLED)
         cv2.putText(canvas, caption, (x + 4, top + line_height - baseline - 3), FONT, scale, (0, 0, 0),
+                    text_thickness, cv2.LINE_AA)
+    if banner:
+        cv2.rectangle(canvas, (0, 0), (width, line_height), BANNER_BACKGROUND, cv2.FILLED)
+        (_, text_h), baseline = cv2.getTextSize("Ag", FONT, scale, text_thickness)
+        cv2.putText(canvas, _printable(banner), (6, line_height - baseline - 3), FONT, scale, TEXT_COLOUR,
                     text_thickness, cv2.LINE_AA)
     if status:
         cv2.rectangle(canvas, (0, height - line_height), (width, height), STATUS_BACKGROUND, cv2.FILLED)

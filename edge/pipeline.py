@@ -128,7 +128,10 @@ class Pipeline:
         self.detector = models.video_detector
         self._since_detect = 0
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="models") if fast.overlap else None
-        self._pending: tuple[Future, list[Face], list[TrackView]] | None = None
+        self._pending: tuple[Future, list[Face], list[TrackView], np.ndarray] | None = None
+        # edge/enroll_camera.CameraEnrolments (the daemon's): while it serves a request, every frame is detected
+        # and measured and handed to it with the tracker's views.
+        self.enrolment = None
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -169,9 +172,9 @@ class Pipeline:
         self.tracker.mark_measured([f.track_id for f in needy], self.frames)
         self.model_runs += len(needy)
         if self._worker is not None and needy:
-            self._pending = (self._worker.submit(self._face_models, rgb, needy), tracked, ended)
+            self._pending = (self._worker.submit(self._face_models, rgb, needy), tracked, ended, rgb)
         else:
-            events += self._integrate(self._face_models(rgb, needy) if needy else [], tracked, ended)
+            events += self._integrate(self._face_models(rgb, needy) if needy else [], tracked, ended, rgb)
         return events
 
     def close(self) -> list[Event]:
@@ -186,7 +189,7 @@ class Pipeline:
     def _detect_now(self, image_bgr: np.ndarray) -> tuple[bool, tuple[int, int, int, int] | None]:
         """Whether to detect on this frame, and where: None = the whole frame, else a region
         (x0, y0, x1, y1) holding everything that moved and every face in view."""
-        if self.gate is None:
+        if self.gate is None or self._enrolling():
             return True, None
         fast = self.cfg.fastpath
         with self.timer.stage("motion"):
@@ -217,8 +220,13 @@ class Pipeline:
             return []
         return self.detector.detect(rgb, region)
 
+    def _enrolling(self) -> bool:
+        return self.enrolment is not None and self.enrolment.active
+
     def _needs_models(self, track: TrackView) -> bool:
         fast = self.cfg.fastpath
+        if self._enrolling():
+            return True
         if not fast.throttle or not track.decided or track.frames_averaged < fast.throttle_after:
             return True
         return track.measured_frame is None or self.frames - track.measured_frame >= fast.recheck_every
@@ -234,14 +242,17 @@ class Pipeline:
     def _finish_pending(self) -> list[Event]:
         if self._pending is None:
             return []
-        future, tracked, ended = self._pending
+        future, tracked, ended, rgb = self._pending
         self._pending = None
-        return self._integrate(future.result(), tracked, ended)
+        return self._integrate(future.result(), tracked, ended, rgb)
 
-    def _integrate(self, measured: list[Face], tracked: list[Face], ended: list[TrackView]) -> list[Event]:
+    def _integrate(self, measured: list[Face], tracked: list[Face], ended: list[TrackView],
+                   rgb: np.ndarray | None) -> list[Event]:
         """One frame's model outputs into the tracker; its confirmations, identities and face_left events."""
         with self.timer.stage("match"):
             changes = self.tracker.observe(measured, tracked, self.gallery_source())
+        if rgb is not None and self._enrolling():
+            self.enrolment.frame(rgb, measured, self.tracker.views(), time.monotonic())
         return [self._event(kind, view) for kind, view in changes] + self._left(ended)
 
     def _left(self, ended: list[TrackView]) -> list[Event]:

@@ -91,8 +91,18 @@ def _forgetting(db: sqlite_utils.Database) -> None:
     db["forgetting"].create({"digest": str, "started_at": float}, pk="digest")
 
 
+def _camera_enrolments(db: sqlite_utils.Database) -> None:
+    """Requests to enrol a person from a camera (edge/enroll_camera.py): written by `edge enroll --camera` or
+    the people page, taken and answered by the daemon of that camera; the requester follows the row."""
+    db["camera_enrolments"].create({"id": int, "name": str, "camera": str, "frames": int, "timeout_s": float,
+                                    "status": str, "good": int, "message": str, "requested_at": float,
+                                    "updated_at": float}, pk="id")
+    db["camera_enrolments"].create_index(["camera", "status"])
+
+
 # Append-only: migration N brings a database from version N-1 to N.
-MIGRATIONS = [_v1, _unknowns_table, _fleet_versions, _embedding_models, _unknown_groups, _forgetting]
+MIGRATIONS = [_v1, _unknowns_table, _fleet_versions, _embedding_models, _unknown_groups, _forgetting,
+              _camera_enrolments]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -226,14 +236,16 @@ class Store:
 
     def enroll(self, name: str, vectors: np.ndarray, sources: list[str], *, model: str) -> int:
         """Add embeddings made by embedding model `model` for `name` (creating the identity), in one transaction."""
-        def write():
-            identity_id = self._identity_for(name)
-            self.db["embeddings"].insert_all(
-                {"identity_id": identity_id, "vector": np.asarray(v, np.float32).tobytes(), "source": s,
-                 "created_at": time.time(), "model": model} for v, s in zip(vectors, sources))
-            return identity_id
-        identity_id = self._write(write)
+        identity_id = self._write(self._add_embeddings, name, vectors, sources, model)
         self._galleries.clear()
+        return identity_id
+
+    def _add_embeddings(self, name: str, vectors: np.ndarray, sources: list[str], model: str) -> int:
+        """Inside a write transaction."""
+        identity_id = self._identity_for(name)
+        self.db["embeddings"].insert_all(
+            {"identity_id": identity_id, "vector": np.asarray(v, np.float32).tobytes(), "source": s,
+             "created_at": time.time(), "model": model} for v, s in zip(vectors, sources))
         return identity_id
 
     def identities(self, model: str | None = None) -> list[dict]:
@@ -577,6 +589,89 @@ class Store:
             self.db["fleet_versions"].upsert(state, pk="name", alter=False)
         self._write(write)
         self._galleries.clear()
+
+    # --- enrolment from a camera (edge/enroll_camera.py) ----------------------------------------------
+    def request_camera_enrolment(self, name: str, camera: str, frames: int, timeout_s: float,
+                                 keep: int = 50, max_waiting: int = 5) -> int | None:
+        """Queue a request for the daemon of `camera`; None when `max_waiting` already wait for it (each holds the
+        camera in enrolment for up to its timeout). Only the newest `keep` finished requests are kept."""
+        def write():
+            waiting = self.db.execute("SELECT COUNT(*) FROM camera_enrolments WHERE camera = ? AND status = "
+                                      "'requested'", [camera]).fetchone()[0]
+            if waiting >= max_waiting:
+                return None
+            now = time.time()
+            row = self.db["camera_enrolments"].insert(
+                {"name": name, "camera": camera, "frames": frames, "timeout_s": timeout_s, "status": "requested",
+                 "good": 0, "message": "waiting for the camera", "requested_at": now, "updated_at": now}).last_pk
+            self.db.execute("DELETE FROM camera_enrolments WHERE id <= ? AND status NOT IN ('requested', 'running')",
+                            [row - keep])
+            return row
+        return self._write(write)
+
+    def take_camera_enrolment(self, camera: str, request_id: int | None = None) -> dict | None:
+        """The oldest waiting request for `camera` (or that one), now marked running; None when there is none
+        (or another process took it first)."""
+        def write():
+            row = self.db.execute(
+                "SELECT id FROM camera_enrolments WHERE status = 'requested' AND camera = ?"
+                + (" AND id = ?" if request_id is not None else "") + " ORDER BY id LIMIT 1",
+                [camera] + ([request_id] if request_id is not None else [])).fetchone()
+            if row is None:
+                return None
+            self.db.execute("UPDATE camera_enrolments SET status = 'running', message = ?, updated_at = ? "
+                            "WHERE id = ?", ["looking for one face", time.time(), row[0]])
+            return self.db["camera_enrolments"].get(row[0])
+        return self._write(write)
+
+    def update_camera_enrolment(self, request_id: int, good: int, message: str) -> bool:
+        """Progress of a running request; False when it is no longer running (its requester cancelled it)."""
+        def write():
+            return self.db.execute("UPDATE camera_enrolments SET good = ?, message = ?, updated_at = ? "
+                                   "WHERE id = ? AND status = 'running'",
+                                   [good, message, time.time(), request_id]).rowcount == 1
+        return self._write(write)
+
+    def finish_camera_enrolment(self, request_id: int, status: str, message: str, good: int | None = None) -> bool:
+        """Set a final status unless the request already has one; False when it had."""
+        def write():
+            cursor = self.db.execute(
+                "UPDATE camera_enrolments SET status = ?, message = ?, good = COALESCE(?, good), updated_at = ? "
+                "WHERE id = ? AND status IN ('requested', 'running')", [status, message, good, time.time(), request_id])
+            return cursor.rowcount == 1
+        return self._write(write)
+
+    def complete_camera_enrolment(self, request_id: int, name: str, vectors: np.ndarray, sources: list[str],
+                                  model: str, message: str) -> bool:
+        """Enrol and mark the request done in one transaction, only while it is still running (a requester that
+        cancelled a moment before gets nothing stored); False when it was no longer running."""
+        def write():
+            cursor = self.db.execute("UPDATE camera_enrolments SET status = 'done', good = ?, message = ?, "
+                                     "updated_at = ? WHERE id = ? AND status = 'running'",
+                                     [len(vectors), message, time.time(), request_id])
+            if cursor.rowcount != 1:
+                return False
+            self._add_embeddings(name, vectors, sources, model)
+            return True
+        done = self._write(write)
+        self._galleries.clear()
+        return done
+
+    def abandon_camera_enrolments(self, camera: str, message: str) -> int:
+        """Requests of `camera` left running by a process that is gone become failed."""
+        def write():
+            return self.db.execute("UPDATE camera_enrolments SET status = 'failed', message = ?, updated_at = ? "
+                                   "WHERE camera = ? AND status = 'running'", [message, time.time(), camera]).rowcount
+        return self._write(write)
+
+    def camera_enrolment(self, request_id: int) -> dict | None:
+        rows = self._read(lambda: list(self.db.query("SELECT * FROM camera_enrolments WHERE id = ?", [request_id])))
+        return rows[0] if rows else None
+
+    def camera_enrolments(self, limit: int = 10) -> list[dict]:
+        """Newest first."""
+        return self._read(lambda: list(self.db.query("SELECT * FROM camera_enrolments ORDER BY id DESC LIMIT ?",
+                                                     [limit])))
 
     def close(self) -> None:
         self.db.conn.close()

@@ -141,12 +141,15 @@ def _handler(server: StatusServer):
                     return self.thumbnail
                 return {"/": self.page, "/healthz": self.healthz, "/metrics": self.metrics,
                         "/snapshot.jpg": self.snapshot, "/stream": self.stream, "/login": self.login_form,
-                        "/people": self.people_page, "/api/people": self.api_people}.get(path)
+                        "/people": self.people_page, "/api/people": self.api_people,
+                        "/api/enrolments": self.api_camera_enrolments}.get(path) or (
+                    self.api_camera_enrolment if path.startswith("/api/enrolments/") else None)
             if method == "POST":
                 return {"/login": self.login, "/logout": self.logout, "/people/enroll": self.enroll,
                         "/people/forget": self.forget, "/unknowns/name": self.name_group,
                         "/unknowns/forget": self.forget_group, "/api/people": self.api_enroll,
-                        "/api/recognize": self.api_recognize}.get(path)
+                        "/api/recognize": self.api_recognize, "/people/enroll-camera": self.enroll_camera,
+                        "/api/enrolments": self.api_enroll_camera}.get(path)
             if method == "DELETE" and path.startswith("/api/people/"):
                 return self.api_forget
             return None
@@ -317,7 +320,9 @@ def _handler(server: StatusServer):
             body = people_page(device, people.people(), people.sightings(), people.groups(),
                                logged_in=session is not None, csrf=session.csrf if session else "", flash=flash,
                                thumbnails_on=live.cfg.snapshots.keep_thumbnails,
-                               max_upload_mb=round(cfg.max_upload_bytes / 2 ** 20, 1))
+                               max_upload_mb=round(cfg.max_upload_bytes / 2 ** 20, 1), camera=live.cfg.camera,
+                               camera_requests=tuple(people.camera_enrolments()),
+                               default_frames=live.cfg.camera_enrolment.frames)
             self.reply(200, HTML, body.encode())
 
         def thumbnail(self):
@@ -381,6 +386,17 @@ def _handler(server: StatusServer):
                 session.flash = message_flash(str(exc), ok=False)
             self.redirect("/people")
 
+        def enroll_camera(self):
+            fields, _ = self.form()
+            session = self.acting_session(fields)
+            try:
+                request = people.request_camera_enrolment(fields.get("name", ""), fields.get("frames"))
+                session.flash = message_flash(f"asked camera {request['camera']} to enrol {request['name']} from "
+                                              f"{request['frames']} good frames: one person, facing the camera")
+            except (BadName, LookupError) as exc:
+                session.flash = message_flash(str(exc).strip("'\""), ok=False)
+            self.redirect("/people")
+
         def forget(self):
             fields, _ = self.form()
             session = self.acting_session(fields)
@@ -436,6 +452,30 @@ def _handler(server: StatusServer):
             if not people.forget(name):
                 raise BadRequest(404, f"no enrolled person named {name!r}")
             self.api_reply(200, {"forgot": name})
+
+        def api_enroll_camera(self):
+            self.api_login()
+            fields, _ = self.form()
+            try:
+                request = people.request_camera_enrolment(fields.get("name", ""), fields.get("frames"))
+            except BadName as exc:
+                raise BadRequest(400, str(exc)) from None
+            except LookupError as exc:
+                raise BadRequest(429, str(exc).strip("'\"")) from None
+            self.api_reply(202, {**request, "url": f"/api/enrolments/{request['id']}"})
+
+        def api_camera_enrolments(self):
+            self.api_login()
+            self.api_reply(200, {"enrolments": people.camera_enrolments(20)})
+
+        def api_camera_enrolment(self):
+            self.api_login()
+            number = urlsplit(self.path).path[len("/api/enrolments/"):]
+            request = people.camera_enrolment(int(number)) if number.isascii() and number.isdigit() \
+                and len(number) <= 18 else None
+            if request is None:
+                raise BadRequest(404, "no such enrolment request")
+            self.api_reply(200, request)
 
         def api_recognize(self):
             self.api_login()

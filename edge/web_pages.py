@@ -31,12 +31,12 @@ def when(value) -> str:
     return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _page(title: str, body: str, logged_in: bool, csrf: str = "") -> str:
+def _page(title: str, body: str, logged_in: bool, csrf: str = "", refresh_s: int | None = None) -> str:
     logout = (f'<form class="inline" method="post" action="/logout"><input type="hidden" name="csrf" '
               f'value="{e(csrf)}"><button id="logout">log out</button></form>') if logged_in else \
         '<a href="/login" id="login-link">log in</a>'
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{e(title)}</title><style>{STYLE}</style></head><body>
+<html><head><meta charset="utf-8">{f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ''}<title>{e(title)}</title><style>{STYLE}</style></head><body>
 <nav><a href="/">status</a><a href="/people">people</a>{logout}</nav>
 {body}
 </body></html>
@@ -70,7 +70,8 @@ def _hidden(csrf: str) -> str:
 
 
 def people_page(device: str, people: list[dict], sightings: list[dict], groups: list[dict], *,
-                logged_in: bool, csrf: str, flash: str, thumbnails_on: bool, max_upload_mb: float) -> str:
+                logged_in: bool, csrf: str, flash: str, thumbnails_on: bool, max_upload_mb: float,
+                camera: str = "camera", camera_requests: tuple[dict, ...] = (), default_frames: int = 5) -> str:
     act = logged_in
     rows = []
     for p in people:
@@ -109,12 +110,27 @@ def people_page(device: str, people: list[dict], sightings: list[dict], groups: 
 <p class="muted">One face per photo; at most {max_upload_mb:g} MiB per upload. A bad photo is reported and skipped;
 a photo already enrolled is not stored twice.</p>""" if act else \
         '<p class="muted">Log in to enrol, name or forget people.</p>'
+    request_rows = [f'<tr class="camera-request status-{e(r["status"])}" data-id="{r["id"]}"><td>{e(r["name"])}</td>'
+                    f'<td>{e(r["camera"])}</td><td class="status">{e(r["status"])}</td>'
+                    f'<td class="good">{r["good"]}/{r["frames"]}</td><td class="message">{e(r["message"])}</td>'
+                    f'<td>{e(when(r["requested_at"]))}</td></tr>' for r in camera_requests]
+    waiting = any(r["status"] in ("requested", "running") for r in camera_requests)
+    from_camera = (f"""<h2>Enrol from the camera</h2>
+<form method="post" action="/people/enroll-camera" id="camera-enroll-form">{_hidden(csrf)}
+<label>name <input type="text" name="name" id="camera-enroll-name" required maxlength="100" title="{e(NAME_RULE)}"></label>
+<label>good frames <input type="number" name="frames" id="camera-enroll-frames" min="1" max="50" value="{default_frames}"></label>
+<button type="submit" id="camera-enroll-button">enrol from camera {e(camera)}</button></form>
+<p class="muted">The person stands alone in front of the camera, facing it; progress shows on the kiosk screen
+and here. Two faces in view, or none, refuse it.</p>""" if act else "") + (
+        f"""<table id="camera-enrolments"><tr><th>name</th><th>camera</th><th>status</th><th>frames</th><th></th>
+<th>asked</th></tr>{''.join(request_rows)}</table>""" if request_rows else "")
     no_thumbs = "" if thumbnails_on else \
         ('<p class="muted">Face thumbnails are off (<code>snapshots.keep_thumbnails</code>): groups show no '
          'picture.</p>')
     body = f"""<h1>{e(device)}: people</h1>
 {f'<div class="flash" id="flash">{flash}</div>' if flash else ''}
 {enrol}
+{from_camera}
 <h2>Enrolled people</h2>
 <table id="people"><tr><th></th><th>name</th><th>photos</th><th>sightings</th><th>last seen</th><th>model</th><th></th></tr>
 {''.join(rows) or '<tr><td colspan="7">no one is enrolled</td></tr>'}</table>
@@ -124,7 +140,8 @@ a photo already enrolled is not stored twice.</p>""" if act else \
 <h2>Recent sightings</h2>
 <table id="sightings"><tr><th>last seen</th><th>who</th><th>camera</th><th>age</th><th>gender</th></tr>
 {''.join(sighting_rows) or '<tr><td colspan="5">none yet</td></tr>'}</table>"""
-    return _page(f"edge: {device}: people", body, logged_in, csrf)
+    # While a camera enrolment runs the page reloads itself to show its progress (no script needed).
+    return _page(f"edge: {device}: people", body, logged_in, csrf, refresh_s=2 if waiting else None)
 
 
 def enrolment_flash(result) -> str:

@@ -114,6 +114,33 @@ class People:
             count = forget_unknown_group(self.cfg, store, group)
         return f"forgot group {number}: {count} unknown track(s) erased"
 
+    def request_camera_enrolment(self, name: str, frames_text: str | int | None) -> dict:
+        """Queue `edge enroll NAME --camera` for the daemon of this camera (this process); raises BadName, or
+        LookupError when too many requests wait already."""
+        from .enroll import checked_name
+        name = checked_name(name)
+        try:
+            frames = self.cfg.camera_enrolment.frames if frames_text in (None, "") else int(frames_text)
+        except (TypeError, ValueError):
+            raise BadName(f"frames must be a whole number, not {str(frames_text)[:20]!r}") from None
+        if not 1 <= frames <= 50:
+            raise BadName(f"frames must be 1-50 (got {frames})")
+        with self._store() as store:
+            request_id = store.request_camera_enrolment(name, self.cfg.camera, frames,
+                                                        self.cfg.camera_enrolment.timeout_s)
+            if request_id is None:
+                raise LookupError(f"camera {self.cfg.camera} already has requests waiting; try again when they "
+                                  "are done")
+            return store.camera_enrolment(request_id)
+
+    def camera_enrolments(self, limit: int = 5) -> list[dict]:
+        with self._store() as store:
+            return store.camera_enrolments(limit)
+
+    def camera_enrolment(self, request_id: int) -> dict | None:
+        with self._store() as store:
+            return store.camera_enrolment(request_id)
+
     def recognize(self, label: str, data: bytes) -> dict:
         """`edge analyze --json` for one uploaded photo; raises ImageError."""
         from .analysis import face_results, faces_in

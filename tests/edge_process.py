@@ -215,3 +215,24 @@ class MjpegCamera:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+
+def cut_clip(first: int, last: int, path: Path) -> Path:
+    """Frames first..last of the demo, then back again, so that looping does not jump (a jump starts a new track)."""
+    capture = cv2.VideoCapture(str(DEMO_VIDEO))
+    frames = []
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok or index > last:
+            break
+        if index >= first:
+            frames.append(frame)
+        index += 1
+    capture.release()
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15, (width, height))
+    for frame in frames + frames[::-1]:
+        writer.write(frame)
+    writer.release()
+    return path

@@ -1,4 +1,5 @@
-"""Every model on every backend available here, on real aligned face chips: the backends agree."""
+"""Every model on every backend available here, on real aligned face chips: the backends agree. ONNX Runtime,
+LiteRT and OpenCV DNN are all required here (the test extra installs them): a missing one is a failure."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_GALLERY, require_module
+from conftest import DEMO_GALLERY, SHARED, require_module
 from edge.backends import load_backend
 from edge.backends.select import probe_runtimes
 from edge.config import load_config
@@ -14,7 +15,9 @@ from edge.models.age import AgeModel
 from edge.models.embedding import EmbeddingModel
 from edge.models.gender import GenderModel
 from edge.models.loader import load_models
+from edge.models.catalog import EMBEDDINGS
 from edge.models.manifest import load_manifest, model_files
+from edge.models.reid import ReidEmbeddingModel
 from edge.pipeline import analyze_faces
 
 RUNTIMES = probe_runtimes()
@@ -23,16 +26,22 @@ BACKENDS = [key for key, present in (("onnxruntime", RUNTIMES.onnxruntime), ("li
 FORMAT = {"onnxruntime": "onnx", "opencv": "onnx", "litert": "tflite"}
 # Measured differences are ~1e-5 or below (training/reports/*); these bounds leave room for other CPUs.
 TOLERANCE = {"age": 0.05, "gender": 1e-3, "embedding": 1e-3}   # years, probability, per component
+# Unit-vector components are ~0.06; the converted re-identification files differ by ~1e-6 (summation order).
+TOLERANCE_BY_MODEL = {"reid_0095": 1e-4}
+MODELS = [AgeModel, GenderModel, EmbeddingModel, ReidEmbeddingModel]
 
 
 @pytest.fixture(scope="module")
 def faces(hopper_photo):
-    """Landmarks of real faces: the demo gallery photo, the astronaut photo, Grace Hopper."""
+    """Landmarks of real faces: the demo gallery photo, the astronaut photo, Grace Hopper, and the first people/
+    photos of ../shared when present (MTCNN finds their partly hidden faces too)."""
     skimage_data = require_module("skimage.data", "scikit-image", "its astronaut sample photo")
     images = [cv2.imread(str(DEMO_GALLERY / "eileen_collins.jpg")),
               np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1]),
               cv2.imread(str(hopper_photo))]
-    models = load_models(load_config())
+    if (SHARED / "people").is_dir():
+        images += [cv2.imread(str(path)) for path in sorted((SHARED / "people").glob("*/*.jpg"))[:12]]
+    models = load_models(load_config(overrides=["detector.type=mtcnn", "detector.min_face=20"]))
     found = []
     for image in images:
         rgb, detected = analyze_faces(models, image)
@@ -41,18 +50,39 @@ def faces(hopper_photo):
     return found
 
 
-@pytest.mark.parametrize("model_class", [AgeModel, GenderModel, EmbeddingModel], ids=lambda c: c.name)
-def test_model_agrees_on_every_backend(model_class, faces):
+def manifest_name(model_class) -> str:
+    model_id = getattr(model_class, "model_id", None)
+    return EMBEDDINGS[model_id].manifest_name if model_id else model_class.name
+
+
+def run_on_every_backend(model_class, faces) -> dict[str, np.ndarray]:
+    """backend key -> the model's outputs for every face, for each backend that has a file of its format."""
     cfg = load_config()
-    files = model_files(cfg.models.dir, load_manifest(cfg.models.dir), model_class.name)
+    files = model_files(cfg.models.dir, load_manifest(cfg.models.dir), manifest_name(model_class))
     outputs = {}
     for key in BACKENDS:
-        if FORMAT[key] not in files:
-            continue
-        model = model_class(load_backend(key, files[FORMAT[key]].path, threads=1))
-        outputs[key] = np.concatenate([np.atleast_1d(model.predict(rgb, landmarks)) for rgb, landmarks in faces])
+        if FORMAT[key] in files:
+            model = model_class(load_backend(key, files[FORMAT[key]].path, threads=1))
+            outputs[key] = np.concatenate([np.atleast_1d(model.predict(rgb, landmarks)) for rgb, landmarks in faces])
+    return outputs
+
+
+def test_every_runtime_is_installed():
+    assert BACKENDS == ["onnxruntime", "litert", "opencv"], f"runtimes present: {BACKENDS}"
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: getattr(c, "model_id", c.name))
+def test_model_agrees_on_every_backend(model_class, faces):
+    outputs = run_on_every_backend(model_class, faces)
     assert "onnxruntime" in outputs and len(outputs) >= 2, f"only {list(outputs)} ran"
     reference = outputs["onnxruntime"]
+    assert len(reference) == sum(len(landmarks) for _, landmarks in faces)
+    tolerance = TOLERANCE_BY_MODEL.get(getattr(model_class, "model_id", None), TOLERANCE[model_class.name])
     for key, values in outputs.items():
         difference = float(np.max(np.abs(values - reference)))
-        assert difference < TOLERANCE[model_class.name], f"{key} differs from onnxruntime by {difference}"
+        assert difference < tolerance, f"{key} differs from onnxruntime by {difference}"
+    model_id = getattr(model_class, "model_id", None)
+    if model_id and EMBEDDINGS[model_id].metric == "cosine":     # unit vectors pointing the same way
+        np.testing.assert_allclose(np.linalg.norm(reference, axis=1), 1.0, atol=1e-5)
+        for values in outputs.values():
+            assert float((values * reference).sum(1).min()) > 0.9999

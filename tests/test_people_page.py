@@ -25,7 +25,7 @@ import conftest
 import pytest
 
 from conftest import DEMO_GALLERY, DEMO_VIDEO, free_port, run_edge, wait_port
-from edge_process import EdgeProcess, base_args
+from edge_process import EdgeProcess, base_args, cut_clip
 
 pytestmark = pytest.mark.slow     # real daemons and a real browser, tens of seconds each
 
@@ -323,6 +323,100 @@ def test_json_api_lists_enrols_recognises_and_forgets(page):
     status, _, body = request(page.port, "POST", "/api/recognize", b"x" * (MAX_UPLOAD + 1),
                               {**auth, "Content-Type": "application/octet-stream"})
     assert status == 413 and json.loads(body)["error"].startswith("upload too large")
+
+
+# --- enrolment from the camera ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kiosk(tmp_path_factory):
+    """`edge run` with the page, its camera a looping clip of Grace Hopper alone in front of it (demo frames
+    139-160); the demo's faces are 94-150 px, so the face-size floor is lowered to 80."""
+    workdir = tmp_path_factory.mktemp("kiosk")
+    clip = cut_clip(139, 160, workdir / "hopper.mp4")
+    db = workdir / "edge.db"
+    port = free_port()
+    edge = EdgeProcess(*base_args(db, "--set", "capture.loop=true", "--set", "web.enabled=true",
+                                  "--set", f"web.port={port}", "--set", f"web.password={PASSWORD}",
+                                  "--set", f"web.token={TOKEN}", "--set", "camera=kiosk",
+                                  "--set", "camera_enrolment.min_face_px=80", source=str(clip)))
+    try:
+        wait_port(port, 60)
+        yield SimpleNamespace(edge=edge, port=port, db=db, url=f"http://127.0.0.1:{port}")
+    finally:
+        edge.signal(15)
+        code = edge.wait(60)
+    assert code == 0, edge.stderr()
+
+
+def log_in(driver, url: str) -> None:
+    driver.get(url + "/login")
+    by_css(driver, "#password")[0].send_keys(PASSWORD)
+    submit_and_wait(driver, by_css(driver, "#login-button")[0])
+    assert driver.current_url.endswith("/people"), driver.current_url
+
+
+def banner_shown(port: int) -> bool:
+    """The live picture (drawn like the kiosk window) carries the enrolment banner across its top."""
+    from edge.overlay import BANNER_BACKGROUND
+    status, _, body = request(port, "GET", "/snapshot.jpg")
+    if status != 200:
+        return False
+    image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    # The median over the banner's top rows: its background, whatever text crosses it.
+    return float(np.abs(np.median(image[:3].reshape(-1, 3), axis=0) - BANNER_BACKGROUND).max()) < 20
+
+
+def test_enrol_from_the_camera_with_the_page_button(kiosk, browser, tmp_path):
+    log_in(browser, kiosk.url)
+    assert not banner_shown(kiosk.port)
+    by_css(browser, "#camera-enroll-name")[0].send_keys("grace_hopper")
+    frames = by_css(browser, "#camera-enroll-frames")[0]
+    frames.clear()
+    frames.send_keys("12")               # 12 frames at least 0.2 s apart: long enough to watch it run
+    submit_and_wait(browser, by_css(browser, "#camera-enroll-button")[0])
+    assert by_css(browser, "#flash")[0].text == ("asked camera kiosk to enrol grace_hopper from 12 good frames: "
+                                                 "one person, facing the camera")
+    wait_until(lambda: banner_shown(kiosk.port), 30, "the enrolment banner on the live picture", every=0.1)
+
+    def finished():
+        # The page reloads itself every 2 s while the request runs.
+        from selenium.common.exceptions import StaleElementReferenceException
+        try:
+            rows = by_css(browser, "tr.camera-request")
+            return rows and "status-running" not in rows[0].get_attribute("class") \
+                and "status-requested" not in rows[0].get_attribute("class") and rows[0]
+        except StaleElementReferenceException:
+            return False
+    row = wait_until(finished, 60, "the camera enrolment to finish")
+    assert "status-done" in row.get_attribute("class"), row.text
+    assert by_css(browser, "tr.camera-request td.good")[0].text == "12/12"
+    screenshot(browser, "people-camera-enrolment.png", tmp_path)
+    assert people_in(kiosk.db) == {"grace_hopper": 12}
+    kiosk.edge.wait_events(lambda events: any(e["type"] == "face_identified" and e["identity"]
+                                              and e["identity"]["name"] == "grace_hopper" for e in events), 60)
+
+
+def test_camera_enrolment_through_the_json_api(kiosk):
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-www-form-urlencoded"}
+    assert request(kiosk.port, "POST", "/api/enrolments", b"name=grace_hopper",
+                   {"Content-Type": "application/x-www-form-urlencoded"})[0] == 401
+    status, _, body = request(kiosk.port, "POST", "/api/enrolments", b"name=grace_hopper&frames=many", auth)
+    assert status == 400 and "frames must be a whole number" in json.loads(body)["error"]
+    status, _, body = request(kiosk.port, "POST", "/api/enrolments", b"name=a%2Fb", auth)
+    assert status == 400 and "invalid name" in json.loads(body)["error"]
+    status, _, body = request(kiosk.port, "POST", "/api/enrolments", b"name=grace_hopper&frames=3", auth)
+    asked = json.loads(body)
+    assert status == 202 and asked["status"] == "requested" and asked["camera"] == "kiosk", asked
+    assert request(kiosk.port, "GET", asked["url"])[0] == 401
+
+    def outcome():
+        reply = json.loads(request(kiosk.port, "GET", asked["url"], headers=auth)[2])
+        return reply if reply["status"] not in ("requested", "running") else None
+    done = wait_until(outcome, 60, "the API's camera enrolment to finish")
+    assert done["status"] == "done" and done["good"] == 3, done
+    status, _, body = request(kiosk.port, "GET", "/api/enrolments", headers=auth)
+    assert status == 200 and json.loads(body)["enrolments"][0]["id"] == asked["id"]
+    for missing in ("/api/enrolments/999999", "/api/enrolments/x", "/api/enrolments/" + "9" * 40):
+        assert request(kiosk.port, "GET", missing, headers=auth)[0] == 404, missing
 
 
 # --- exposed beyond loopback ------------------------------------------------------------------------

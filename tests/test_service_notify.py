@@ -16,6 +16,7 @@ from conftest import ROOT, Broker, listening_sockets, require_mosquitto, require
 from edge_process import EdgeProcess, NotifySocket, base_args
 
 UNIT = ROOT / "systemd" / "edge.service"
+TEMPLATE = ROOT / "systemd" / "edge@.service"      # one process per camera (tests/test_cameras.py)
 
 
 @pytest.fixture(scope="module")
@@ -102,22 +103,23 @@ def test_unit_has_the_service_contract():
         assert re.search(rf"^{re.escape(line)}$", text, re.M), f"missing {line}"
 
 
-def test_unit_passes_systemd_analyze_verify(tmp_path):
+@pytest.mark.parametrize("shipped, installed_as", [(UNIT, "edge.service"), (TEMPLATE, "edge@door.service")])
+def test_units_pass_systemd_analyze_verify_and_security(shipped, installed_as, tmp_path):
     analyze = require_program("systemd-analyze", package="systemd")
     # verify checks that ExecStart exists; /opt/edge is only there after install.sh, so point it at this
     # checkout's `edge` (same arguments) and verify everything else as shipped.
     edge_bin = Path(sys.executable).with_name("edge")
     if not edge_bin.exists():
         pytest.skip(f"{edge_bin} missing: pip install -e . first")
-    unit = tmp_path / "edge.service"
-    unit.write_text(UNIT.read_text().replace("/opt/edge/venv/bin/edge", str(edge_bin)))
+    unit = tmp_path / installed_as
+    unit.write_text(shipped.read_text().replace("/opt/edge/venv/bin/edge", str(edge_bin)))
     result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True,
                             timeout=60, cwd=tmp_path)
-    problems = [line for line in (result.stdout + result.stderr).splitlines() if "edge.service" in line]
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if installed_as in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
     security = subprocess.run([analyze, "security", "--offline=yes", str(unit)], capture_output=True, text=True,
                               timeout=60, cwd=tmp_path)
-    score = re.search(r"Overall exposure level for edge.service: ([\d.]+)", security.stdout)
+    score = re.search(rf"Overall exposure level for {re.escape(installed_as)}: ([\d.]+)", security.stdout)
     assert score and float(score.group(1)) <= 2.5, security.stdout[-500:]
 
 
@@ -127,6 +129,9 @@ def test_install_script_stages_files(tmp_path):
                             text=True, timeout=120, env={**os.environ, "DESTDIR": str(stage)})
     assert result.returncode == 0, result.stderr
     assert (stage / "etc/systemd/system/edge.service").read_text() == UNIT.read_text()
+    # Several cameras: the per-camera template and the folder of their config files.
+    assert (stage / "etc/systemd/system/edge@.service").read_text() == TEMPLATE.read_text()
+    assert stat.S_IMODE((stage / "etc/edge/cameras").stat().st_mode) == 0o750
     config = stage / "etc/edge/edge.yaml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
     assert stat.S_IMODE((stage / "etc/edge").stat().st_mode) == 0o750
