@@ -26,8 +26,9 @@ between entities), and the entity registry's changes; its entity and device regi
   6. the daemon stopping makes every entity `unavailable`.
 
 Usage: python3 scripts/check_home_assistant.py [--ha-venv DIR] [--keep] [--verbose]
-(`make check-home-assistant` makes the venv, by default ~/.cache/edge-face-appliance/ha-venv-2024.3.3, and runs it). Prints a short report; exits 1 on any failure,
-saying what failed.
+(`make check-home-assistant` makes the venv, by default ~/.cache/edge-face-appliance/ha-venv-2024.3.3, and runs
+it). Prints a short report and a closing `home-assistant: N passed, N failed` line; exits 1 on any failure,
+saying what failed (the temporary folder with Home Assistant's, the daemon's and Mosquitto's logs is kept then).
 """
 
 from __future__ import annotations
