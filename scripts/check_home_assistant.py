@@ -404,7 +404,8 @@ mqtt_eventstream:
                    alive=self.alive)
         time.sleep(1.0)                      # anything announced with them
         found = configs()
-        people = [o for o, (component, _) in found.items() if component == "binary_sensor" and o.startswith("presence_")]
+        people = [o for o, (component, _) in found.items()
+                  if component == "binary_sensor" and o.startswith("presence_")]
         if len(people) != 1:
             raise CheckFailed(f"expected one presence config (one person enrolled), found {people}")
         self.person_id = people[0]
@@ -448,7 +449,8 @@ mqtt_eventstream:
         for object_id, (component, _) in sorted(found.items()):
             outcome = result[object_id]
             if "rejected" in outcome:
-                self.fail(f"{component}/{object_id}: Home Assistant's discovery schema rejects it: {outcome['rejected']}")
+                self.fail(f"{component}/{object_id}: Home Assistant's discovery schema rejects it: "
+                          f"{outcome['rejected']}")
                 clean = False
             for key in outcome.get("dropped", []):
                 if (component, key) in IGNORED_BY_2024_3:
