@@ -3,7 +3,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The README's venv (.venv) when there is one: Debian 12 / Raspberry Pi OS refuse pip outside a venv.
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 
-.PHONY: install test-deps test check-python-support wheel demo bench install-service check-arm64
+.PHONY: install test-deps test check-python-support check-home-assistant wheel demo bench install-service check-arm64
 
 install:
 	$(PYTHON) -m pip install -e .
@@ -37,6 +37,22 @@ test: test-deps
 # Python 3.10-3.13 on x86_64 and aarch64: vermin + every dependency as binary wheels (network, ~4 min).
 check-python-support:
 	scripts/check-python-support.sh $(PYTHON)
+
+# The Home Assistant discovery against a real Home Assistant Core 2024.3 on a real Mosquitto (needs mosquitto,
+# from `make test-deps`). Home Assistant lives in its own venv, $(HA_VENV): it pins paho-mqtt 1.6.1 and much else
+# that clashes with the daemon's packages. Made once (pip, ~3 min, ~400 MB; HA_PYTHON must be 3.11 or 3.12),
+# then reused while it holds that version; the check itself takes ~1 min (scripts/check_home_assistant.py).
+# The venv is kept outside the checkout (the tests scan every file under it), shared by the user's checkouts.
+HA_VERSION := 2024.3.3
+HA_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edge-face-appliance/ha-venv-$(HA_VERSION)
+HA_PYTHON ?= python3
+check-home-assistant:
+	@if [ "$$($(HA_VENV)/bin/hass --version 2>/dev/null)" != "$(HA_VERSION)" ]; then \
+		start=$$(date +%s); rm -rf $(HA_VENV) && $(HA_PYTHON) -m venv $(HA_VENV) && \
+		$(HA_VENV)/bin/pip install --quiet --disable-pip-version-check 'homeassistant==$(HA_VERSION)' && \
+		echo "Home Assistant $(HA_VERSION) installed in $(HA_VENV) in $$(( $$(date +%s) - start )) s"; \
+	else echo "Home Assistant $(HA_VERSION) already in $(HA_VENV)"; fi
+	$(PYTHON) scripts/check_home_assistant.py --ha-venv $(HA_VENV)
 
 # dist/edge_face_appliance-*.whl and .tar.gz, carrying models/ and config/default.yaml.
 wheel:

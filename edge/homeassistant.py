@@ -226,10 +226,15 @@ class HomeAssistant:
             self.open_tracks.discard(track)
             self.track_names.pop(track, None)
         elif kind == "face_identified":
+            decided_at = time.time()
             identity = event.get("identity")
             if identity:
                 self.track_names[track] = identity["name"]
-            self._arrival(event)
+            # Presence first: Home Assistant handles this burst of messages in order, so the presence sensor
+            # changes before the event, last person and estimates are processed (measured on a real Home
+            # Assistant 2024.3 by scripts/check_home_assistant.py: last in the burst it changed ~16 ms later).
+            self._presence_states()
+            self._arrival(event, decided_at)
             if event.get("age") is not None:
                 self._set("last_age", f"{event['age']:.0f}")
             if event.get("gender"):
@@ -237,7 +242,7 @@ class HomeAssistant:
         self._set("people_present", str(len(self.open_tracks)))
         self._presence_states()
 
-    def _arrival(self, event: dict) -> None:
+    def _arrival(self, event: dict, decided_at: float) -> None:
         """One face decided: the face event, and the last person with attributes that differ every time."""
         identity = event.get("identity")
         name = identity["name"] if identity else None
@@ -250,8 +255,11 @@ class HomeAssistant:
                    "track_id": event.get("track_id"), "timestamp": event.get("timestamp")}
         self.publisher.publish_now(self.face_event_topic, json.dumps(
             {"event_type": "identified" if name else "unknown", **details}), retain=False)
+        # The name as `person`: Home Assistant drops an MQTT json attribute called `name` (MQTT_ATTRIBUTES_BLOCKED;
+        # the event entity keeps it).
+        attributes = {"person" if key == "name" else key: value for key, value in details.items()}
         self.publisher.publish_now(self.last_person_attributes_topic, json.dumps(
-            {**details, "arrival": self.arrivals, "at": round(time.time(), 3)}))
+            {**attributes, "arrival": self.arrivals, "at": round(decided_at, 3)}))
         # Published every time (not only on change): Home Assistant records each arrival (force_update).
         topic = f"{self.state_root}/last_person"
         self.states[topic] = name or STRANGER
