@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
 
 import pytest
 
@@ -15,12 +16,19 @@ TEXT_SUFFIXES = {".py", ".txt", ".md", ".json", ".yaml", ".yml", ".cfg", ".toml"
 TRAINING_MODULES = sorted(p.stem for p in (ROOT / "training").glob("*.py") if p.stem != "__init__")
 
 
+def project_files():
+    """The files of the project: git's list in a checkout (a `.venv` made by the README's first command, build/
+    and caches are not the project's), else every file but those folders (an unpacked sdist)."""
+    if (ROOT / ".git").exists():
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                capture_output=True, check=True).stdout.decode().split("\0")
+        return [ROOT / name for name in listed if name and (ROOT / name).is_file()]
+    skip = {".git", ".hypothesis", "__pycache__", ".pytest_cache", ".venv", "venv", "build", "dist", ".cache"}
+    return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
+
+
 def committed_text_files():
-    skip = {".git", ".hypothesis", "__pycache__", ".pytest_cache"}
-    for path in ROOT.rglob("*"):
-        if path.is_file() and not skip & set(path.relative_to(ROOT).parts) and \
-                (path.suffix in TEXT_SUFFIXES or path.name == "Makefile"):
-            yield path
+    return [p for p in project_files() if p.suffix in TEXT_SUFFIXES or p.name == "Makefile"]
 
 
 def requirement_lines(text: str) -> list[str]:
@@ -42,8 +50,8 @@ def test_every_training_script_imports_as_a_module(module):
 
 
 def test_no_script_patches_sys_path():
-    offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
-                 if ".git" not in p.parts and p.name != "test_training_package.py"
+    offenders = [str(p.relative_to(ROOT)) for p in project_files()
+                 if p.suffix == ".py" and p.name != "test_training_package.py"
                  and "sys.path" + ".insert" in p.read_text(errors="replace")]
     assert offenders == []
 
