@@ -74,6 +74,34 @@ def hopper_photo() -> Path:
     return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
+@pytest.fixture(scope="session")
+def mtcnn_models():
+    """The daemon's models with MTCNN, which finds the partly hidden faces of ../shared people/ too."""
+    from edge.config import load_config
+    from edge.models.loader import load_models
+    return load_models(load_config(overrides=["detector.type=mtcnn", "detector.min_face=20"]))
+
+
+@pytest.fixture(scope="session")
+def real_faces(mtcnn_models, hopper_photo) -> list:
+    """(RGB image, landmarks of its faces) for the demo gallery photo, the astronaut photo and Grace Hopper, in
+    that order, then the first 12 people/ photos of ../shared when present."""
+    import cv2
+    import numpy as np
+    from edge.pipeline import analyze_faces
+    skimage_data = require_module("skimage.data", "scikit-image", "its astronaut sample photo")
+    images = [cv2.imread(str(DEMO_GALLERY / "eileen_collins.jpg")),
+              np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1]), cv2.imread(str(hopper_photo))]
+    if (SHARED / "people").is_dir():
+        images += [cv2.imread(str(path)) for path in sorted((SHARED / "people").glob("*/*.jpg"))[:12]]
+    found = []
+    for image in images:
+        rgb, detected = analyze_faces(mtcnn_models, image)
+        assert detected, "each test photo has a face"
+        found.append((rgb, [f.landmarks for f in detected]))
+    return found
+
+
 def wait_until(condition, timeout: float = 30.0, interval: float = 0.05):
     """Call `condition()` until it returns something truthy or `timeout` seconds pass (then once more);
     returns its last result, so callers assert on it or use the value found."""

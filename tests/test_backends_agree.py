@@ -3,22 +3,18 @@ LiteRT and OpenCV DNN are all required here (the test extra installs them): a mi
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_GALLERY, SHARED, require_module
 from edge.backends import load_backend
 from edge.backends.select import probe_runtimes
 from edge.config import load_config
 from edge.models.age import AgeModel
 from edge.models.embedding import EmbeddingModel
 from edge.models.gender import GenderModel
-from edge.models.loader import load_models
 from edge.models.catalog import EMBEDDINGS
 from edge.models.manifest import load_manifest, model_files
 from edge.models.reid import ReidEmbeddingModel
-from edge.pipeline import analyze_faces
 
 RUNTIMES = probe_runtimes()
 BACKENDS = [key for key, present in (("onnxruntime", RUNTIMES.onnxruntime), ("litert", RUNTIMES.litert),
@@ -29,25 +25,6 @@ TOLERANCE = {"age": 0.05, "gender": 1e-3, "embedding": 1e-3}   # years, probabil
 # Unit-vector components are ~0.06; the converted re-identification files differ by ~1e-6 (summation order).
 TOLERANCE_BY_MODEL = {"reid_0095": 1e-4}
 MODELS = [AgeModel, GenderModel, EmbeddingModel, ReidEmbeddingModel]
-
-
-@pytest.fixture(scope="module")
-def faces(hopper_photo):
-    """Landmarks of real faces: the demo gallery photo, the astronaut photo, Grace Hopper, and the first people/
-    photos of ../shared when present (MTCNN finds their partly hidden faces too)."""
-    skimage_data = require_module("skimage.data", "scikit-image", "its astronaut sample photo")
-    images = [cv2.imread(str(DEMO_GALLERY / "eileen_collins.jpg")),
-              np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1]),
-              cv2.imread(str(hopper_photo))]
-    if (SHARED / "people").is_dir():
-        images += [cv2.imread(str(path)) for path in sorted((SHARED / "people").glob("*/*.jpg"))[:12]]
-    models = load_models(load_config(overrides=["detector.type=mtcnn", "detector.min_face=20"]))
-    found = []
-    for image in images:
-        rgb, detected = analyze_faces(models, image)
-        assert detected, "each test photo has a face"
-        found.append((rgb, [f.landmarks for f in detected]))
-    return found
 
 
 def manifest_name(model_class) -> str:
@@ -72,11 +49,11 @@ def test_every_runtime_is_installed():
 
 
 @pytest.mark.parametrize("model_class", MODELS, ids=lambda c: getattr(c, "model_id", c.name))
-def test_model_agrees_on_every_backend(model_class, faces):
-    outputs = run_on_every_backend(model_class, faces)
+def test_model_agrees_on_every_backend(model_class, real_faces):
+    outputs = run_on_every_backend(model_class, real_faces)
     assert "onnxruntime" in outputs and len(outputs) >= 2, f"only {list(outputs)} ran"
     reference = outputs["onnxruntime"]
-    assert len(reference) == sum(len(landmarks) for _, landmarks in faces)
+    assert len(reference) == sum(len(landmarks) for _, landmarks in real_faces)
     tolerance = TOLERANCE_BY_MODEL.get(getattr(model_class, "model_id", None), TOLERANCE[model_class.name])
     for key, values in outputs.items():
         difference = float(np.max(np.abs(values - reference)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -35,6 +36,17 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 def camera_args(db: Path, clip: Path) -> list[str]:
     return ["--set", f"source={clip}", "--set", "capture.loop=true", "--set", f"store.path={db}",
             "--set", "mqtt.enabled=false", "--set", "camera=door"]
+
+
+@contextmanager
+def camera_daemon(db: Path, clip: Path, *extra: str):
+    """`edge run` with `clip` as camera `door`; stopped (and its exit checked) however the test ends."""
+    daemon = EdgeProcess(*camera_args(db, clip), *extra)
+    try:
+        yield daemon
+    finally:
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, daemon.stderr()
 
 
 def enroll_camera(db: Path, clip: Path, name: str, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -106,8 +118,7 @@ def test_banner_is_drawn_across_the_top_of_the_kiosk_picture():
 @pytest.mark.slow
 def test_running_daemon_enrols_the_face_in_view_and_then_identifies_it(clips, tmp_path):
     db = tmp_path / "edge.db"
-    daemon = EdgeProcess(*camera_args(db, clips["hopper"]), *SMALL_FACES_OK)
-    try:
+    with camera_daemon(db, clips["hopper"], *SMALL_FACES_OK) as daemon:
         daemon.wait_events(lambda events: any(e["type"] == "face_identified" for e in events), 90)
         assert all(e["identity"] is None for e in daemon.events if e["type"] == "face_identified")
 
@@ -129,31 +140,23 @@ def test_running_daemon_enrols_the_face_in_view_and_then_identifies_it(clips, tm
         assert again.returncode == 4, again.stderr
         assert "this face is already enrolled as grace_hopper" in again.stderr
         assert {name for name, _, _ in embeddings(db)} == {"grace_hopper"}
-    finally:
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait(60) == 0, daemon.stderr()
 
 
 @pytest.mark.slow
 def test_two_faces_in_view_refuse_and_store_nothing(clips, tmp_path):
     db = tmp_path / "edge.db"
-    daemon = EdgeProcess(*camera_args(db, clips["both"]), *SMALL_FACES_OK)
-    try:
+    with camera_daemon(db, clips["both"], *SMALL_FACES_OK) as daemon:
         daemon.wait_events(lambda events: sum(e["type"] == "face_appeared" for e in events) >= 2, 90)
         result = enroll_camera(db, clips["both"], "grace_hopper")
         assert result.returncode == 4, result.stderr
         assert "not enrolled: 2 faces in view: only the person to enrol may face the camera" in result.stderr
         assert embeddings(db) == [] and requests(db)[-1]["status"] == "refused"
-    finally:
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait(60) == 0, daemon.stderr()
 
 
 @pytest.mark.slow
 def test_interrupted_request_is_cancelled_and_the_daemon_lets_it_go(clips, tmp_path):
     db = tmp_path / "edge.db"
-    daemon = EdgeProcess(*camera_args(db, clips["empty"]))
-    try:
+    with camera_daemon(db, clips["empty"]) as daemon:
         daemon.wait_log(r"running on", 90)
         process = subprocess.Popen(edge_command("enroll", "nobody", "--camera", "--timeout", "120",
                                                 *camera_args(db, clips["empty"])), cwd=ROOT,
@@ -167,9 +170,6 @@ def test_interrupted_request_is_cancelled_and_the_daemon_lets_it_go(clips, tmp_p
         # The daemon serves the next request at once.
         result = enroll_camera(db, clips["empty"], "nobody", "--timeout", "2")
         assert result.returncode == 4 and "no face in view in 2 s" in result.stderr, result.stderr
-    finally:
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait(60) == 0, daemon.stderr()
 
 
 # --- no daemon: the command opens the camera itself ----------------------------------------------------------

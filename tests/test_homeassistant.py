@@ -117,19 +117,25 @@ def _box(tmp_path, port: int, device: str = "hall", **sections) -> tuple[Store, 
     return store, publisher, HomeAssistant(cfg, publisher, store)
 
 
+def _running_box_with(tmp_path, port: int, people: tuple[str, ...], seed: int):
+    """_box with `people` enrolled (one random 128-D vector each), connected, their entities announced."""
+    store, publisher, ha = _box(tmp_path, port)
+    rng = np.random.default_rng(seed)
+    for name in people:
+        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"], model="dlib_resnet_v1")
+    publisher.start()
+    assert pump_until(publisher, lambda: ha.people.keys() == set(people))
+    return store, publisher, ha
+
+
 
 
 
 @pytest.mark.slow
 def test_forgotten_person_loses_their_entity_even_when_forgotten_offline(broker, tmp_path):
-    store, publisher, ha = _box(tmp_path, broker.port)
-    rng = np.random.default_rng(1)
-    for name in ("alice", "Bob Smith"):
-        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"], model="dlib_resnet_v1")
-    publisher.start()
+    store, publisher, ha = _running_box_with(tmp_path, broker.port, ("alice", "Bob Smith"), seed=1)
     bob = f"homeassistant/binary_sensor/hall/{presence_object_id('Bob Smith')}/config"
     alice = f"homeassistant/binary_sensor/hall/{presence_object_id('alice')}/config"
-    assert pump_until(publisher, lambda: ha.people.keys() == {"alice", "Bob Smith"})
     pump_until(publisher, lambda: False, timeout=0.5)
     assert {alice, bob} <= set(retained(broker.port, "homeassistant/#", "before"))
     assert json.loads(retained(broker.port, bob, "bob")[bob])["name"] == "Bob Smith present"
@@ -186,12 +192,7 @@ def identified(track: str, name: str | None) -> list[dict]:
 
 
 def test_forgotten_person_is_erased_from_the_last_identified_person(broker, tmp_path):
-    store, publisher, ha = _box(tmp_path, broker.port)
-    rng = np.random.default_rng(2)
-    for name in ("alice", "bob"):
-        store.enroll(name, rng.normal(size=(1, 128)).astype(np.float32), ["photo.jpg"], model="dlib_resnet_v1")
-    publisher.start()
-    assert pump_until(publisher, lambda: ha.people.keys() == {"alice", "bob"})
+    store, publisher, ha = _running_box_with(tmp_path, broker.port, ("alice", "bob"), seed=2)
     state, attributes = "hall/state/last_person", "hall/state/last_person_attributes"
     for event in identified("t1", "bob") + identified("t2", None) + identified("t3", "alice"):
         ha.observe(event)

@@ -15,13 +15,11 @@ import csv
 import cv2
 import numpy as np
 import pytest
-from conftest import DEMO_GALLERY, ROOT, SHARED
+from conftest import ROOT, SHARED
 
 from edge.align import similarity_transform
 from edge.backends import load_backend
-from edge.config import load_config
 from edge.models.embedding import EmbeddingModel
-from edge.models.loader import load_models
 from edge.models.manifest import load_manifest, model_files, verify_file
 from edge.models.reid import ReidEmbeddingModel
 from edge.pipeline import analyze_faces
@@ -38,32 +36,6 @@ def reid_model(key: str) -> ReidEmbeddingModel:
     return ReidEmbeddingModel(load_backend(key, files[FORMAT[key]].path, threads=1))
 
 
-@pytest.fixture(scope="module")
-def detector_models():
-    # MTCNN finds every people/ face, including the partly hidden ones the Haar cascade misses.
-    return load_models(load_config(overrides=["detector.type=mtcnn", "detector.min_face=20"]))
-
-
-@pytest.fixture(scope="module")
-def faces(detector_models):
-    """(RGB image, landmarks of its faces) for redistributable photos, plus ../shared people/ photos when present."""
-    import matplotlib.cbook
-    import skimage.data
-
-    images = [cv2.imread(str(DEMO_GALLERY / "eileen_collins.jpg")),
-              np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1]),
-              cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))]
-    people = SHARED / "people"
-    if people.is_dir():
-        images += [cv2.imread(str(path)) for path in sorted(people.glob("*/*.jpg"))[:12]]
-    found = []
-    for image in images:
-        rgb, detected = analyze_faces(detector_models, image)
-        assert detected, "each test photo has a face"
-        found.append((rgb, [f.landmarks for f in detected]))
-    return found
-
-
 def test_manifest_lists_and_verifies_the_reid_files_with_their_licence():
     manifest = load_manifest(MODELS)
     entry = manifest["models"][MANIFEST_KEY]
@@ -78,9 +50,9 @@ def test_manifest_lists_and_verifies_the_reid_files_with_their_licence():
     assert "Apache License" in licence and "Version 2.0" in licence
 
 
-def test_chips_put_the_landmarks_on_the_models_template(faces):
+def test_chips_put_the_landmarks_on_the_models_template(real_faces):
     model = ReidEmbeddingModel(backend=None)
-    rgb, landmarks = faces[1]  # the astronaut
+    rgb, landmarks = real_faces[1]  # the astronaut
     chips = model.chips(rgb, landmarks)
     assert chips.shape == (len(landmarks), 128, 128, 3) and chips.dtype == np.uint8
     matrix = similarity_transform(landmarks[0], model.template)
@@ -91,18 +63,18 @@ def test_chips_put_the_landmarks_on_the_models_template(faces):
     assert eyes_row > 10, "the chip is not black where the eyes should be"
 
 
-def test_a_batch_gives_the_same_vectors_as_single_faces(faces):
+def test_a_batch_gives_the_same_vectors_as_single_faces(real_faces):
     model = reid_model("onnxruntime")
-    chips = np.concatenate([model.chips(rgb, lms) for rgb, lms in faces])
+    chips = np.concatenate([model.chips(rgb, lms) for rgb, lms in real_faces])
     batched = model.predict_chips(chips)
     single = np.concatenate([model.predict_chips(chips[i:i + 1]) for i in range(len(chips))])
     assert float(np.abs(batched - single).max()) < 1e-5
     assert model.predict_chips(chips[:0]).shape == (0, 256)
 
 
-def test_the_model_reads_bgr_so_swapping_channels_changes_the_vector(faces):
+def test_the_model_reads_bgr_so_swapping_channels_changes_the_vector(real_faces):
     model = reid_model("onnxruntime")
-    rgb, lms = faces[2]  # Grace Hopper
+    rgb, lms = real_faces[2]  # Grace Hopper
     chips = model.chips(rgb, lms)
     swapped = model.predict_chips(np.ascontiguousarray(chips[..., ::-1]))
     # Colour order matters to this network: a channel swap moves the vector measurably (cosine well below 1).
@@ -117,7 +89,7 @@ def test_both_embedding_classes_share_one_interface():
         assert callable(cls.chips) and callable(cls.predict_chips) and callable(cls.predict)
 
 
-def test_same_person_is_closer_than_different_people_on_shared_photos(detector_models):
+def test_same_person_is_closer_than_different_people_on_shared_photos(mtcnn_models):
     people = SHARED / "people"
     if not (people / "labels.csv").is_file():
         pytest.skip(f"shared identity photos not found at {people} (not shipped with the project)")
@@ -127,7 +99,7 @@ def test_same_person_is_closer_than_different_people_on_shared_photos(detector_m
         for row in csv.DictReader(f):
             if row["faces"].strip() != "1":
                 continue  # group photos
-            rgb, detected = analyze_faces(detector_models, cv2.imread(str(people / row["file"])))
+            rgb, detected = analyze_faces(mtcnn_models, cv2.imread(str(people / row["file"])))
             assert detected, f"no face found in {row['file']}"
             largest = max(detected, key=lambda d: d.box[2] * d.box[3])
             vectors.append(model.predict(rgb, [largest.landmarks])[0])

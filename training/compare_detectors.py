@@ -13,7 +13,6 @@ Writes training/reports/detectors.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ from edge.config import ConfigError, load_config
 
 from .evallib.analyzer import Analyzer, image_size
 from .evallib.datasets import UTK_PAD, Suite, read_labels_csv, subsample
-from .evallib.report import pct
+from .evallib.report import pct, write_report
 from .evallib.sections import evaluate_detection
 from .paths import DATASETS, EVAL_CACHE, REPORTS, ROOT, shown
 
@@ -158,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             rgb = video_frame(video, index) if video.exists() else None
             if rgb is not None:
                 report["speed"][det][label] = ms_per_frame(analyzer.models.detector, rgb, args.repeat)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, args.name, report, markdown(report))
     return 0
 
 

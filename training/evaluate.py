@@ -24,7 +24,6 @@ Sections and the data each one reads (default: the shared datasets, ../shared/da
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from edge.config import load_config
 from .evallib.analyzer import Analyzer
 from .evallib.averaging import FRAMES_AVERAGED, evaluate_averaging
 from .evallib.datasets import UTK_PAD, shared_suite, user_suite
-from .evallib.report import markdown
+from .evallib.report import markdown, write_report
 from .evallib.sections import evaluate_attributes, evaluate_detection, evaluate_openset, evaluate_verification
 from .paths import DATASETS, EVAL_CACHE, REPORTS, shown
 
@@ -101,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         analyzer.save()
     report["elapsed_s"] = time.time() - started
     report["plots"] = sorted(p.name for p in args.out.glob(f"{args.name}_*.png"))
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, args.name, report, markdown(report))
     return 0
 
 

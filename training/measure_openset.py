@@ -16,7 +16,6 @@ Writes training/reports/openset.{md,json} and openset.png (false accepts vs gall
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from .evallib.analyzer import Analyzer, central_face, image_size
 from .evallib.datasets import read_labels_csv
 from .evallib.openset import MARGIN_SHARES, RULES, Embedded, evaluate_rule, score
 from .evallib.plots import pyplot
-from .evallib.report import pct
+from .evallib.report import pct, write_report
 from .paths import DATASETS, EVAL_CACHE, REPORTS, shown
 
 SIZES = (10, 50, 225)
@@ -175,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report["plot"] = f"{args.name}.png"
     plot(report, args.out / report["plot"])
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, args.name, report, markdown(report))
     return 0
 
 

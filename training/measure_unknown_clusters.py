@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from edge.pipeline import analyze_faces
 from edge.unknowns import group_labels, purity
 
 from .evallib.analyzer import Analyzer, central_face, image_size
+from .evallib.report import write_report
 from .paths import DATASETS, EVAL_CACHE, REPORTS, shown
 
 # Swept around each metric's thresholds: L2 for dlib's raw vectors, 1 - cosine for unit vectors.
@@ -215,11 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         report["sets"][name] = {"no_face": "-" if missed is None else missed, "results": rows}
     report["elapsed_s"] = round(time.time() - started, 1)
     stem = args.name or f"unknown_clusters_{model}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = markdown(report)
-    (args.out / f"{stem}.md").write_text(text)
-    print(text)
+    write_report(args.out, stem, report, markdown(report))
     print(f"written to {shown(args.out / stem)}.{{md,json}}", file=sys.stderr)
     return 0
 

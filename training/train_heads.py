@@ -17,7 +17,6 @@ report says which way it went: training/reports/heads.{md,json}, heads_curves.pn
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from edge.images import load_image
 
 from .evallib.analyzer import Analyzer, central_face, image_size, pad_image
 from .evallib.datasets import UTK_PAD, read_labels_csv
+from .evallib.report import write_report
 from .evallib.sections import ADULT_AGE
 from .heads_model import build_heads
 from .paths import DATASETS, EVAL_CACHE, REPORTS, ROOT, TFLITE_PYTHON
@@ -324,9 +324,7 @@ def main(argv: list[str] | None = None) -> int:
               "age_heads_better": age_better, "onnx": str(onnx_path), "onnx_max_abs_diff": parity,
               "tflite": tflite_error or str(tflite_path), "tflite_max_abs_diff": tflite_parity,
               "shipped": shipped}
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, args.name, report, markdown(report))
     if shipped:
         # Never happened on the shared data (see heads.md), so the daemon has no model class for the heads.
         raise SystemExit("the heads beat the shipped models: add an EmbeddingHeads model class, copy "

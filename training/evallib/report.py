@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+
+
+def write_report(folder: Path, stem: str, report: dict, text: str) -> None:
+    """A script's result as `<stem>.json` (numpy numbers as floats) and `<stem>.md`, and the Markdown on stdout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    (folder / f"{stem}.md").write_text(text)
+    print(text)
 
 
 def pct(x, digits: int = 1) -> str:
