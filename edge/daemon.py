@@ -185,12 +185,11 @@ class Daemon:
         grabber.stop()
         if self.live:
             self.live.stop()
-        if not failed:
-            self.enrolments.stop()
         closing = self.pipeline.close()
         error: StoreError | None = None
         if not failed:       # a database that cannot be written cannot take the face_left events either
             try:
+                self.enrolments.stop()          # a request still running is answered: the daemon stopped
                 self._emit(closing)
             except StoreError as exc:
                 error = exc
