@@ -7,6 +7,7 @@ import ast
 import importlib
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +61,11 @@ def test_no_absolute_path_of_this_machine_in_committed_files():
     # The folder holding the checkout and ../shared is this machine's; nothing committed may name it.
     if len(ROOT.parent.parts) < 2:
         pytest.skip("checkout directly under / : its parent cannot be told apart from other absolute paths")
-    here = re.compile(re.escape(str(ROOT.parent)) + r"/")
+    # Under a folder every machine has (/tmp, /home, ...) its name is no sign of this machine ("DESTDIR=/tmp/stage"
+    # is fine): then the checkout's own path and the shared folder beside it are what must not appear.
+    generic = {Path(p) for p in ("/tmp", "/var/tmp", "/home", "/root", "/opt", "/srv", "/usr", "/var")} | {Path.home()}
+    folders = [ROOT, ROOT.parent / "shared"] if ROOT.parent in generic else [ROOT.parent]
+    here = re.compile("|".join(re.escape(str(folder)) + r"/" for folder in folders))
     offenders = [str(p.relative_to(ROOT)) for p in committed_text_files()
                  if here.search(p.read_text(errors="replace"))]
     assert offenders == []
