@@ -239,6 +239,10 @@ def test_evaluate_harness_on_shared_subset(tmp_path, shared_datasets):
         assert 0.0 <= recall <= 1.0
     assert report["attributes"]["utkface"]["gender"]["accuracy"] >= 0.5
     assert report["attributes"]["utkface"]["age"]["mae"] < 20
+    utk = report["attributes"]["utkface"]
+    mix = utk["natural_mix"]["age_adults"]          # the same adults, weighted to UTKFace's own age mix
+    assert mix["n"] == utk["age_adults"]["n"] and mix["mae"] < 20
+    assert "lfw" not in report["attributes"] or "natural_mix" not in report["attributes"]["lfw"]
     assert report["verification"]["lfw"]["auc"] > 0.8
     assert 0.0 <= report["openset"]["people"]["rank1"] <= 1.0
     curve = report["averaging"]["identity"]["curve"]
