@@ -47,6 +47,37 @@ def test_mae_rmse_and_bands():
     assert bands[-1]["band"] == "45+"
 
 
+def test_natural_age_mix_weighting_by_hand():
+    """Adults re-weighted to UTKFace's age histogram: a photo counts (natural share of its band) / (sample share
+    of its band). Adult natural counts: 18-20 = 3/10 of 11-20's 1530 = 459; 21-30 7344; 61-70 1316; all adult
+    bands (18-116) 459 + 7344 + 4536 + 2244 + 2298 + 1316 + 699 + 504 + 137 + 32 = 19569."""
+    from types import SimpleNamespace as Item
+
+    from training.evallib.sections import natural_mix_metrics, natural_mix_weights, weighted_regression_errors
+    ages = np.array([17, 19, 25, 25, 65])
+    errors = np.array([30, 4, 2, -2, -10])          # the 17-year-old is no adult: it must weigh nothing
+    weights, info = natural_mix_weights(ages)
+    # Sample shares among the 4 adults: 18-20 1/4, 21-30 2/4, 61-70 1/4.
+    assert weights == pytest.approx([0, 459 / 19569 * 4, 7344 / 19569 * 2, 7344 / 19569 * 2, 1316 / 19569 * 4])
+    assert info["covered"] == pytest.approx((459 + 7344 + 1316) / 19569)
+    mix = weighted_regression_errors(ages, ages + errors, weights)
+    # = each band's mean error weighted by its natural count, over the bands the sample has.
+    assert mix["mae"] == pytest.approx((459 * 4 + 7344 * 2 + 1316 * 10) / 9119)       # 3.26
+    assert mix["bias"] == pytest.approx((459 * 4 + 7344 * 0 - 1316 * 10) / 9119)      # -1.24
+    assert mix["n"] == 4
+    flat = ev.regression_errors(ages[1:], ages[1:] + errors[1:])
+    assert flat["mae"] == pytest.approx(4.5) and mix["mae"] < flat["mae"]
+    # The same through the report's metrics, with gender: 19 right, 25 right, 25 wrong, 65 wrong; 17 ignored.
+    pairs = [(Item(age=float(a), gender=g), Item(age=float(a + e), female=p))
+             for a, e, g, p in zip(ages, errors, ["male", "female", "female", "male", "female"],
+                                   [0.9, 0.8, 0.7, 0.6, 0.1])]
+    pairs.append((Item(age=40.0, gender="male"), None))            # no face found: in neither figure
+    result = natural_mix_metrics(pairs)
+    assert result["age_adults"]["mae"] == pytest.approx(29684 / 9119)
+    assert result["gender_adults"]["accuracy"] == pytest.approx((459 * 1 + 7344 * 0.5 + 1316 * 0) / 9119)
+    assert [b["sample"] for b in result["bands"]][:2] == [1, 2] and result["bands"][0]["band"] == "18-20"
+    assert "3/10" in result["cut_band"]
+
 def test_roc_point_and_auc():
     # same-person distances 0.1 0.2 0.4, different 0.3 0.5
     d, same = [0.1, 0.2, 0.3, 0.4, 0.5], [1, 1, 0, 1, 0]
@@ -208,6 +239,10 @@ def test_evaluate_harness_on_shared_subset(tmp_path, shared_datasets):
         assert 0.0 <= recall <= 1.0
     assert report["attributes"]["utkface"]["gender"]["accuracy"] >= 0.5
     assert report["attributes"]["utkface"]["age"]["mae"] < 20
+    utk = report["attributes"]["utkface"]
+    mix = utk["natural_mix"]["age_adults"]          # the same adults, weighted to UTKFace's own age mix
+    assert mix["n"] == utk["age_adults"]["n"] and mix["mae"] < 20
+    assert "lfw" not in report["attributes"] or "natural_mix" not in report["attributes"]["lfw"]
     assert report["verification"]["lfw"]["auc"] > 0.8
     assert 0.0 <= report["openset"]["people"]["rank1"] <= 1.0
     curve = report["averaging"]["identity"]["curve"]

@@ -94,6 +94,8 @@ class Suite:
     averaging_pairs: list = field(default_factory=list)
     averaging_videos: list[tuple[Path, Path]] = field(default_factory=list)   # (video, gallery folder)
     subsets: list[tuple[str, str]] = field(default_factory=list)    # (section, what was left out), for the report
+    # Attribute sets sampled from UTKFace: also reported weighted to UTKFace's natural age mix (sections.py).
+    utkface_sets: list[str] = field(default_factory=list)
 
 
 def shared_suite(root: Path, quick: bool) -> Suite:
@@ -108,6 +110,7 @@ def shared_suite(root: Path, quick: bool) -> Suite:
     if (root / "utkface" / "labels.csv").exists():
         utk = read_labels_csv(root / "utkface" / "labels.csv", pad=UTK_PAD)
         suite.attributes["utkface"] = subsample(utk, 12 if quick else None)
+        suite.utkface_sets.append("utkface")
         suite.averaging_attributes = subsample([i for i in utk if i.age >= 10], 1 if quick else 150)
     if (root / "lfw" / "labels.csv").exists():
         lfw = read_labels_csv(root / "lfw" / "labels.csv")
@@ -148,6 +151,7 @@ def user_suite(boxes: Path | None = None, labels: Path | None = None, utkface: P
         suite.attributes[labels.stem] = read_labels_csv(labels)
     if utkface:
         suite.attributes[utkface.name] = read_utkface_folder(utkface, pad)
+        suite.utkface_sets.append(utkface.name)
         suite.averaging_attributes = subsample(suite.attributes[utkface.name], 100)
     if pairs:
         suite.pairs[pairs.stem] = read_pairs_csv(pairs)

@@ -20,6 +20,48 @@ def pct(x, digits: int = 1) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.{digits}f}%"
 
 
+def band_mae(bands: list[dict]) -> float:
+    """MAE over the sample photos of several natural-mix bands (each band's MAE weighted by its photos)."""
+    n = sum(b["sample"] for b in bands)
+    return sum(b["mae"] * b["sample"] for b in bands if b["sample"]) / n if n else float("nan")
+
+
+def natural_mix_lines(attributes: dict) -> list[str]:
+    """Adult age MAE and gender accuracy of the UTKFace sets, flat and weighted to UTKFace's natural age mix."""
+    mixed = {name: r for name, r in attributes.items() if r.get("natural_mix", {}).get("age_adults")}
+    if not mixed:
+        return []
+    lines = ["", "Adults (18+), the flat sample against the same predictions weighted to UTKFace's natural age mix:",
+             "", "| set | adults with a face found | age MAE flat | age MAE natural mix | age bias flat | "
+             "age bias natural mix | gender acc. flat | gender acc. natural mix |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in mixed.items():
+        flat, mix = r["age_adults"], r["natural_mix"]
+        lines.append(f"| {name} | {flat['n']} | {flat['mae']:.2f} | {mix['age_adults']['mae']:.2f} | "
+                     f"{flat['bias']:+.2f} | {mix['age_adults']['bias']:+.2f} | "
+                     f"{pct(r.get('gender_adults', {}).get('accuracy'))} | "
+                     f"{pct(mix.get('gender_adults', {}).get('accuracy'))} |")
+    for name, r in mixed.items():
+        mix = r["natural_mix"]
+        bands = mix["bands"]
+        missing = [b for b in bands if not b["sample"]]
+        cut = mix["cut_band"]
+        old = [b for b in bands if int(b["band"].split("-")[0]) > 60]
+        young = [b for b in bands if 21 <= int(b["band"].split("-")[0]) <= 31]
+        lines += ["", f"Weights, {name}: each adult photo counts (natural share of its band) / (sample share of its "
+                  f"band), both among adults; natural shares from {mix['source']}. {cut[0].upper() + cut[1:]}"
+                  + (f"; bands with no photo in the sample ({', '.join(b['band'] for b in missing)}: "
+                     f"{pct(1 - mix['covered'])} of UTKFace's adults) are left out, not guessed" if missing else "")
+                  + ". Band: natural share / sample share (n), MAE there: " + "; ".join(
+                      f"{b['band']}: {pct(b['natural_share'])} / {pct(b['sample_share'])} ({b['sample']}), "
+                      + (f"MAE {b['mae']:.1f}" if b["sample"] else "-") for b in bands) + ".",
+                  "", f"Why they differ, {name}: the sample is flat over ages, so "
+                  f"{pct(sum(b['sample_share'] for b in old), 0)} of its adults are over 60 against "
+                  f"{pct(sum(b['natural_share'] for b in old), 0)} of UTKFace's, and the model's age MAE is "
+                  f"{band_mae(old):.1f} years there against {band_mae(young):.1f} at 21-40; the natural mix "
+                  "weighs each age band as UTKFace has it."]
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = ["# Accuracy of the daemon's own pipeline", "",
              f"Produced by `python -m training.evaluate` on {report['date']} ({report['elapsed_s']:.0f} s). "
@@ -66,6 +108,7 @@ def markdown(report: dict) -> str:
                           f"(n={r['age_18_59']['n']}); " + "; ".join(
                     f"{b['band']}: MAE {b['mae']:.1f}, bias {b['bias']:+.1f} (n={b['n']})"
                     for b in r["age_bands"] if b["n"])]
+        lines += natural_mix_lines(report["attributes"])
         lines.append("")
     if "verification" in report:
         lines += ["## Identity verification (pairs)", "",

@@ -20,6 +20,112 @@ from .plots import plot_age, plot_path, plot_roc
 AGE_BANDS = [0, 13, 18, 30, 45, 60, 200]
 ADULT_AGE = 18
 
+# UTKFace's own age histogram: its 23,702 labelled images by band (ages inclusive), from "Age and Gender
+# Prediction using Deep CNNs and Transfer Learning", Table 2, total column. The shared sample is flat over ages
+# up to 90 (stratified), so its plain means weigh the over-60s far more than UTKFace, or a door camera, sees them;
+# `natural_mix_weights` re-weights a sample to this mix.
+UTKFACE_AGE_COUNTS: tuple[tuple[int, int, int], ...] = (
+    (0, 10, 3062), (11, 20, 1530), (21, 30, 7344), (31, 40, 4536), (41, 50, 2244), (51, 60, 2298),
+    (61, 70, 1316), (71, 80, 699), (81, 90, 504), (91, 100, 137), (101, 116, 32))
+UTKFACE_AGE_SOURCE = ("UTKFace's 23,702 labelled images by age band (\"Age and Gender Prediction using Deep CNNs "
+                      "and Transfer Learning\", Table 2)")
+
+
+def natural_mix_bands(min_age: float = ADULT_AGE,
+                      counts: tuple[tuple[int, int, int], ...] = UTKFACE_AGE_COUNTS) -> list[tuple[int, int, float]]:
+    """(first age, last age, natural count) of the bands from `min_age` on. The band that `min_age` cuts keeps
+    the share of its count that its ages from `min_age` on would have if ages were spread evenly over the band:
+    for adults (18+), 18-20 is 3/10 of 11-20's 1,530 images (459)."""
+    bands = []
+    for low, high, n in counts:
+        if high < min_age:
+            continue
+        first = max(low, int(np.ceil(min_age)))
+        bands.append((first, high, n * (high - first + 1) / (high - low + 1)))
+    return bands
+
+
+def cut_band_note(min_age: float = ADULT_AGE,
+                  counts: tuple[tuple[int, int, int], ...] = UTKFACE_AGE_COUNTS) -> str:
+    """How the band that `min_age` cuts is counted, for the report."""
+    for low, high, n in counts:
+        first = int(np.ceil(min_age))
+        if low < first <= high:
+            kept, width = high - first + 1, high - low + 1
+            return (f"{first}-{high} counts {kept}/{width} of UTKFace's {low}-{high} band ({n * kept / width:.0f} "
+                    f"of {n:,} images), taking ages as spread evenly within the band")
+    return f"no band is cut at age {min_age:g}"
+
+
+def natural_mix_band_index(ages, bands: list[tuple[int, int, float]]) -> np.ndarray:
+    """Index into `bands` per age, -1 outside them. Ages are whole years in UTKFace; a fractional age belongs to
+    the band whose first age it has reached."""
+    ages = np.floor(np.asarray(ages, np.float64))
+    starts = np.array([low for low, _, _ in bands], np.float64)
+    index = np.searchsorted(starts, ages, side="right") - 1
+    index[(ages < bands[0][0]) | (ages > bands[-1][1])] = -1
+    return index
+
+
+def natural_mix_weights(ages, min_age: float = ADULT_AGE,
+                        counts: tuple[tuple[int, int, int], ...] = UTKFACE_AGE_COUNTS) -> tuple[np.ndarray, dict]:
+    """Weight per photo (0 below `min_age`) so that weighted means follow UTKFace's natural age mix:
+    (natural share of its band) / (sample share of its band), both among the photos from `min_age` on.
+    Bands with no photo in the sample cannot be represented; `covered` says which share of the natural mix the
+    weighted figures stand for (the rest, e.g. 91+ for a sample that stops at 90, is left out, not guessed)."""
+    ages = np.asarray(ages, np.float64)
+    bands = natural_mix_bands(min_age, counts)
+    natural_total = sum(n for _, _, n in bands)
+    index = natural_mix_band_index(ages, bands)
+    inside = (ages >= min_age) & (index >= 0)
+    sample_total = int(inside.sum())
+    weights = np.zeros(len(ages))
+    table = []
+    for b, (low, high, n) in enumerate(bands):
+        members = inside & (index == b)
+        k = int(members.sum())
+        natural_share = n / natural_total
+        sample_share = k / sample_total if sample_total else 0.0
+        weight = natural_share / sample_share if k else 0.0
+        weights[members] = weight
+        table.append({"band": f"{low}-{high}", "natural": n, "natural_share": natural_share, "sample": k,
+                      "sample_share": sample_share, "weight": weight})
+    covered = sum(row["natural_share"] for row in table if row["sample"])
+    return weights, {"bands": table, "covered": covered, "index": index}
+
+
+def weighted_regression_errors(truth, predicted, weights) -> dict:
+    """`ev.regression_errors` with a weight per sample (zero-weight samples left out of n)."""
+    t, p, w = (np.asarray(x, np.float64) for x in (truth, predicted, weights))
+    if w.sum() <= 0:
+        return {"n": 0, "mae": float("nan"), "rmse": float("nan"), "bias": float("nan")}
+    error = p - t
+    return {"n": int((w > 0).sum()), "mae": float(np.average(np.abs(error), weights=w)),
+            "rmse": float(np.sqrt(np.average(error ** 2, weights=w))), "bias": float(np.average(error, weights=w))}
+
+
+def natural_mix_metrics(pairs, min_age: float = ADULT_AGE) -> dict:
+    """Adult age errors and gender accuracy weighted to UTKFace's natural age mix, each over the same photos as
+    its flat figure (face found; age, resp. gender, labelled). Weights are computed per figure, among its photos."""
+    detected = [(i, f) for i, f in pairs if f is not None and i.age is not None and i.age >= min_age]
+    result: dict = {"source": UTKFACE_AGE_SOURCE, "min_age": min_age, "cut_band": cut_band_note(min_age)}
+    if detected:
+        truth = np.array([i.age for i, _ in detected])
+        pred = np.array([f.age for _, f in detected])
+        weights, info = natural_mix_weights(truth, min_age)
+        result["age_adults"] = weighted_regression_errors(truth, pred, weights)
+        result["bands"], result["covered"] = info["bands"], info["covered"]
+        for b, row in enumerate(result["bands"]):
+            members = info["index"] == b
+            row["mae"] = float(np.mean(np.abs(pred[members] - truth[members]))) if members.any() else float("nan")
+    gendered = [(i, f) for i, f in detected if i.gender in ("female", "male")]
+    if gendered:
+        weights, info = natural_mix_weights([i.age for i, _ in gendered], min_age)
+        correct = np.array([(f.female >= 0.5) == (i.gender == "female") for i, f in gendered], np.float64)
+        result["gender_adults"] = {"n": int((weights > 0).sum()), "covered": info["covered"],
+                                   "accuracy": float(np.average(correct, weights=weights))}
+    return result
+
 
 def evaluate_detection(analyzers: dict[str, Analyzer], suite: Suite, plots: Path) -> dict:
     result = {}
@@ -103,6 +209,8 @@ def evaluate_attributes(analyzer: Analyzer, suite: Suite, plots: Path) -> dict:
     for name, items in suite.attributes.items():
         pairs = attribute_predictions(analyzer, items, f"attributes {name}")
         result[name] = age_gender_metrics(pairs)
+        if name in suite.utkface_sets:
+            result[name]["natural_mix"] = natural_mix_metrics(pairs)
         result[name]["one_face_recall"] = one_face_recall(analyzer, items, f"recall {name}")
         aged = [(i.age, f.age) for i, f in pairs if f is not None and i.age is not None]
         if aged and plots:
