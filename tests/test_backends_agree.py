@@ -63,3 +63,19 @@ def test_model_agrees_on_every_backend(model_class, real_faces):
         np.testing.assert_allclose(np.linalg.norm(reference, axis=1), 1.0, atol=1e-5)
         for values in outputs.values():
             assert float((values * reference).sum(1).min()) > 0.9999
+
+
+def test_dynamic_batches_run_in_parts_of_at_most_the_cap(real_faces):
+    """A runtime keeps the memory of its largest batch: nine faces go as 4 + 4 + 1, with the same vectors."""
+    from edge.backends import MAX_DYNAMIC_BATCH
+    cfg = load_config()
+    files = model_files(cfg.models.dir, load_manifest(cfg.models.dir), manifest_name(ReidEmbeddingModel))
+    model = ReidEmbeddingModel(load_backend("onnxruntime", files["onnx"].path, threads=1))
+    assert model.backend.max_batch == 0 and MAX_DYNAMIC_BATCH == 4       # this file takes any batch size
+    chips = np.concatenate([model.chips(rgb, landmarks) for rgb, landmarks in real_faces] * 9)[:9]
+    sizes, run = [], model.backend.run
+    model.backend.run = lambda batch: (sizes.append(len(batch)), run(batch))[1]
+    vectors = model.predict_chips(chips)
+    assert sizes == [4, 4, 1]
+    singles = np.concatenate([model.predict_chips(chips[i:i + 1]) for i in range(len(chips))])
+    assert vectors.shape == (9, 256) and float(np.abs(vectors - singles).max()) < 1e-5
