@@ -24,9 +24,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .config import AppConfig, CameraEnrolmentConfig
+from .config import AppConfig, CameraEnrolmentConfig, SnapshotsConfig
 from .face import Face
-from .snapshots import person_slug
+from .snapshots import crop_face, person_slug, thumbnail_dir, write_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def frame_quality(image_rgb: np.ndarray, face: Face, cfg: CameraEnrolmentConfig)
 class Session:
     """One request being served: which track, the embeddings kept so far, and why other frames were not kept."""
 
-    def __init__(self, request: dict, cfg: CameraEnrolmentConfig, started: float):
+    def __init__(self, request: dict, cfg: CameraEnrolmentConfig, started: float,
+                 crops: SnapshotsConfig | None = None):
         self.id: int = request["id"]
         self.name: str = request["name"]
         self.wanted: int = request["frames"]
@@ -92,6 +93,9 @@ class Session:
         self.deadline = started + self.timeout_s
         self.cfg = cfg
         self.track: int | None = None
+        self.track_uid = ""
+        self.crops = crops                     # snapshots config when thumbnails are kept, else None
+        self.best: tuple[float, np.ndarray] | None = None   # (sharpness, face crop) of the sharpest kept frame
         self.kept: list[np.ndarray] = []
         self.kept_at = float("-inf")
         self.face_seen_at = float("-inf")
@@ -126,8 +130,9 @@ class Session:
             return
         if self.track is not None and view.id != self.track and self.kept:
             self.kept.clear()              # another track may be another person: their frames are not mixed
+            self.best = None
             self.message = "a new face: starting again"
-        self.track = view.id
+        self.track, self.track_uid = view.id, view.uid
         if self.good >= self.wanted:
             # Enough frames, but the tracker has not yet said whose face this is (it decides after
             # tracking.min_frames measured frames): wait for it rather than enrol someone known under a new name.
@@ -147,6 +152,9 @@ class Session:
             return
         self.kept.append(face.embedding)
         self.kept_at = now
+        if self.crops is not None and (self.best is None or quality.sharpness > self.best[0]):
+            crop = crop_face(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), face.box, self.crops)
+            self.best = (quality.sharpness, crop)
         self.message = "keep looking at the camera"
         if self.good >= self.wanted:
             if view.decided:
@@ -189,7 +197,8 @@ class CameraEnrolments:
         return self.session is not None
 
     def start(self, request: dict, now: float | None = None) -> None:
-        self.session = Session(request, self.cfg.camera_enrolment, time.monotonic() if now is None else now)
+        self.session = Session(request, self.cfg.camera_enrolment, time.monotonic() if now is None else now,
+                               self.cfg.snapshots if self.cfg.snapshots.keep_thumbnails else None)
         self._reported = None
         log.info("enrolling %s from camera %s: %d good frames within %.0f s (request %d)", request["name"],
                  self.cfg.camera, request["frames"], request["timeout_s"], request["id"])
@@ -255,6 +264,11 @@ class CameraEnrolments:
                 message)
             log.info("%s" if done else "enrolment of %s cancelled by its requester before it was stored",
                      message if done else session.name)
+            if done and session.best is not None:      # the people page shows who was enrolled
+                ok, jpeg = cv2.imencode(".jpg", session.best[1], [cv2.IMWRITE_JPEG_QUALITY,
+                                                                 self.cfg.snapshots.jpeg_quality])
+                if ok:
+                    write_thumbnail(thumbnail_dir(self.cfg), session.track_uid, session.name, jpeg.tobytes())
             self._show(f"Enrolled {session.name}" if done else "enrolment cancelled", now)
         else:
             self.store.finish_camera_enrolment(session.id, session.status, f"not enrolled: {session.message}",

@@ -88,6 +88,19 @@ def erase_thumbnails(cfg: AppConfig, name: str) -> int:
     return erased
 
 
+def write_thumbnail(folder: Path, track: str, name: str, jpeg: bytes) -> Path:
+    """`<track>_<person slug>.jpg`, owner-only, replacing the track's earlier one (e.g. kept as unknown, then
+    recognised); forgetting the person erases it (erase_thumbnails)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for older in folder.glob(f"{track}_*.jpg"):
+        older.unlink(missing_ok=True)
+    path = folder / f"{track}_{person_slug(name)}.jpg"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(jpeg)
+    return path
+
+
 class Snapshots:
     def __init__(self, cfg: AppConfig, publisher=None):
         self.cfg = cfg.snapshots
@@ -123,13 +136,7 @@ class Snapshots:
                                                                      retain=self.cfg.retain, qos=1):
             self.published += 1
         if self.thumbnails is not None:
-            self.thumbnails.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for older in self.thumbnails.glob(f"{track}_*.jpg"):   # e.g. kept as unknown, then recognised
-                older.unlink(missing_ok=True)
-            path = self.thumbnails / f"{track}_{person_slug(name)}.jpg"
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as file:
-                file.write(jpeg)
+            write_thumbnail(self.thumbnails, track, name, jpeg)
 
     def purge(self, now: float | None = None) -> int:
         """Delete thumbnails older than thumbnail_retention_days; all of them once keep_thumbnails is off."""

@@ -182,10 +182,24 @@ def test_without_a_daemon_the_command_reads_the_camera_itself(clips, tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "enrolled grace_hopper from 3 frames of camera door"
     assert len(embeddings(db)) == 3
 
+    # With thumbnails kept, the sharpest kept frame's face becomes the person's picture on the people page.
+    assert not (tmp_path / "thumbnails").exists()
+    thumbnailed = enroll_camera(db, clips["hopper"], "grace_hopper", "--frames", "3", "--set",
+                                "snapshots.keep_thumbnails=true")
+    assert thumbnailed.returncode == 0, thumbnailed.stderr
+    [thumbnail] = (tmp_path / "thumbnails").glob("*_grace_hopper-*.jpg")
+    assert thumbnail.stat().st_mode & 0o777 == 0o600
+    picture = cv2.imread(str(thumbnail))
+    faces = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml").detectMultiScale(
+        cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY), 1.1, 5, minSize=(40, 40))
+    assert len(faces) == 1, "the thumbnail is a face crop"
+    forgotten = run_edge("identities", "forget", "grace_hopper", "--set", f"store.path={db}")
+    assert forgotten.returncode == 0 and not thumbnail.exists(), forgotten.stderr
+
     nobody = enroll_camera(db, clips["empty"], "nobody", "--timeout", "3")
     assert nobody.returncode == 4, nobody.stderr
     assert "not enrolled: no face in view in 3 s" in nobody.stderr
-    assert len(embeddings(db)) == 3 and requests(db)[-1]["status"] == "refused"
+    assert len(embeddings(db)) == 0 and requests(db)[-1]["status"] == "refused"
 
 
 @pytest.mark.slow
