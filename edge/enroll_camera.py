@@ -133,34 +133,36 @@ class Session:
             self.best = None
             self.message = "a new face: starting again"
         self.track, self.track_uid = view.id, view.uid
+        if self.good < self.wanted and not self._keep(image_rgb, measured, view.id, now):
+            return
         if self.good >= self.wanted:
-            # Enough frames, but the tracker has not yet said whose face this is (it decides after
-            # tracking.min_frames measured frames): wait for it rather than enrol someone known under a new name.
+            # Enough frames; the tracker says whose face this is after tracking.min_frames measured frames:
+            # wait for that rather than enrol someone known under a new name.
             if view.decided:
                 self.status = "complete"
-            return
-        face = next((f for f in measured if f.track_id == view.id and f.embedding is not None), None)
+            else:
+                self.message = "checking that this face is not someone else's"
+
+    def _keep(self, image_rgb: np.ndarray, measured: list[Face], track_id: int, now: float) -> bool:
+        """Keep the track's face of this frame when it is good; False when there was none to keep."""
+        face = next((f for f in measured if f.track_id == track_id and f.embedding is not None), None)
         if face is None:
-            return
+            return False
         quality = frame_quality(image_rgb, face, self.cfg)
         if quality.problem:
             self.problems[quality.kind] += 1
             self.last_problem[quality.kind] = quality.problem
             self.message = quality.problem
-            return
+            return False
         if now - self.kept_at < self.cfg.min_interval_s:
-            return
+            return False
         self.kept.append(face.embedding)
         self.kept_at = now
         if self.crops is not None and (self.best is None or quality.sharpness > self.best[0]):
             crop = crop_face(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), face.box, self.crops)
             self.best = (quality.sharpness, crop)
         self.message = "keep looking at the camera"
-        if self.good >= self.wanted:
-            if view.decided:
-                self.status = "complete"
-            else:
-                self.message = "checking that this face is not someone else's"
+        return True
 
     def expire(self, now: float) -> None:
         if self.status != "running" or now <= self.deadline:
@@ -168,7 +170,7 @@ class Session:
         if self.face_seen_at == float("-inf"):
             self._end("refused", f"no face in view in {self.timeout_s:.0f} s")
         else:
-            worst = f": most frames were not kept because the {self.last_problem[self.problems.most_common(1)[0][0]]}" \
+            worst = f"; most frames were not kept: {self.last_problem[self.problems.most_common(1)[0][0]]}" \
                 if self.problems else ""
             self._end("refused", f"only {self.good} of {self.wanted} good frames in {self.timeout_s:.0f} s{worst}")
 

@@ -5,6 +5,7 @@ Eileen Collins, the empty corridor. Real models, a real SQLite file, real proces
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import subprocess
@@ -200,6 +201,17 @@ def test_without_a_daemon_the_command_reads_the_camera_itself(clips, tmp_path):
     assert nobody.returncode == 4, nobody.stderr
     assert "not enrolled: no face in view in 3 s" in nobody.stderr
     assert len(embeddings(db)) == 0 and requests(db)[-1]["status"] == "refused"
+
+
+@pytest.mark.slow
+def test_a_face_that_never_passes_the_checks_is_refused_with_the_reason(clips, tmp_path):
+    db = tmp_path / "edge.db"
+    result = run_edge("enroll", "grace_hopper", "--camera", "--timeout", "3", *camera_args(db, clips["hopper"]),
+                      "--set", "camera_enrolment.min_face_px=200")        # her face is about 100 px
+    assert result.returncode == 4, result.stderr
+    assert re.search(r"not enrolled: only 0 of 5 good frames in 3 s; most frames were not kept: face too small "
+                     r"\(\d+ px, needs 200\): step closer", result.stderr), result.stderr
+    assert embeddings(db) == []
 
 
 @pytest.mark.slow
