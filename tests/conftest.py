@@ -114,10 +114,26 @@ def wait_until(condition, timeout: float = 30.0, interval: float = 0.05):
     return condition()
 
 
+def free_ports(count: int, avoid: set[int] = frozenset()) -> list[int]:
+    """`count` different free loopback ports, none in `avoid`. The sockets stay bound until all are chosen: the
+    kernel may hand a port it just released out again (two listeners on one port stopped a TLS broker)."""
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in avoid:
+                s.close()
+                continue
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -148,7 +164,12 @@ class Broker:
         binary = require_mosquitto()
         self.process = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            log = self.workdir / "mosquitto.log"
+            raise TimeoutError(f"mosquitto on port {self.port} did not start (exit code {self.process.poll()}); its log:\n"
+                               + (log.read_text()[-2000:] if log.exists() else "(none)")) from None
         return self
 
     def stop(self) -> None:

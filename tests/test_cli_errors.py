@@ -13,7 +13,7 @@ import numpy as np
 import cv2
 import pytest
 
-from conftest import DEMO_GALLERY, DEMO_VIDEO, ROOT, Broker, free_port, run_edge
+from conftest import DEMO_GALLERY, DEMO_VIDEO, ROOT, Broker, free_ports, run_edge
 from edge.config import load_config
 
 
@@ -110,7 +110,7 @@ def numeric_password_broker(tmp_path):
     subprocess.run([binary, "-b", "-c", str(passwords), "edge", NUMERIC_PASSWORD], check=True, capture_output=True)
     os.chmod(passwords, 0o600)
     broker = Broker(tmp_path)
-    broker.auth_port = free_port()
+    broker.auth_port = free_ports(1, avoid={broker.port})[0]
     # Started as root, mosquitto drops to user `mosquitto`, which could not read the 0600 password file.
     broker.conf.write_text(
         f"user root\nper_listener_settings true\npersistence false\nlog_dest file {tmp_path}/mosquitto.log\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Broker, free_port, require_module, require_mosquitto, require_program
+from conftest import Broker, free_port, free_ports, require_module, require_mosquitto, require_program
 from edge_process import EdgeProcess, base_args
 
 PASSWORD = "s3cret-Pa55w0rd-xyzzy"
@@ -49,7 +49,7 @@ def auth_broker(tmp_path):
     subprocess.run([binary, "-b", "-c", str(passwords), "edge", PASSWORD], check=True, capture_output=True)
     os.chmod(passwords, 0o600)   # mosquitto 2.x warns about world-readable password files
     broker = Broker(tmp_path)
-    broker.auth_port = free_port()
+    broker.auth_port = free_ports(1, avoid={broker.port})[0]
     write_conf(broker, f"listener {broker.auth_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n")
     broker.start()
     yield broker
@@ -167,7 +167,7 @@ def tls_broker(tmp_path):
     pki = make_pki(tmp_path)
     broker = Broker(tmp_path)
     broker.pki = pki
-    broker.tls_port, broker.mtls_port = free_port(), free_port()
+    broker.tls_port, broker.mtls_port = free_ports(2, avoid={broker.port})
     tls = f"cafile {pki['ca']}\ncertfile {pki['server']}\nkeyfile {pki['server_key']}\n"
     write_conf(broker, f"listener {broker.tls_port} 127.0.0.1\nallow_anonymous true\n{tls}"
                        f"listener {broker.mtls_port} 127.0.0.1\nallow_anonymous true\n{tls}"
