@@ -323,7 +323,7 @@ def _enroll_from_camera(cfg: AppConfig, args, name: str) -> int:
     lock = CameraLock(cfg)
     here = lock.acquire()            # held: no daemon reads this camera, so this process does
     if here:
-        store.abandon_camera_enrolments(cfg.camera, "not enrolled: the process serving it stopped")
+        store.abandon_camera_enrolments(cfg.camera)
     request_id = store.request_camera_enrolment(name, cfg.camera, frames, timeout_s)
     if request_id is None:
         print(f"camera {cfg.camera} already has requests waiting; try again when they are done", file=sys.stderr)
@@ -355,9 +355,9 @@ def _enroll_from_camera(cfg: AppConfig, args, name: str) -> int:
         if row["status"] in ("requested", "running"):
             print(f"{row['good']}/{row['frames']}  {row['message']}", flush=True)
     try:
-        # A daemon that holds the camera gets to this request after those already waiting (each up to its timeout).
-        wait_s = 30.0 if here else (MAX_WAITING_PER_CAMERA + 1) * timeout_s + 30
-        row = follow(store, request_id, show, stop, wait_for_daemon_s=wait_s)
+        # A daemon that holds the camera gets to this request after those already waiting (each up to its timeout);
+        # served here, the request is running before the first look.
+        row = follow(store, request_id, show, stop, wait_for_daemon_s=(MAX_WAITING_PER_CAMERA + 1) * timeout_s + 30)
     except KeyboardInterrupt:
         stop.set()
         store.finish_camera_enrolment(request_id, "cancelled", "not enrolled: cancelled by the requester")

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Callable
 
-from .capture import LatestFrameGrabber, open_source
+from .capture import LatestFrameGrabber, grabber_for
 from .config import AppConfig
 from .enroll_camera import CameraEnrolments, CameraLock
 from .fleet import Fleet
@@ -102,17 +102,13 @@ class Daemon:
 
     def run(self) -> int:
         cfg = self.cfg
-        source = open_source(cfg.source, cfg.capture.width, cfg.capture.height, cfg.capture.fps)
-        grabber = LatestFrameGrabber(source, every_frame=cfg.capture.pace == "every_frame", loop=cfg.capture.loop,
-                                     reopen_initial_s=cfg.capture.reopen_initial_s,
-                                     reopen_max_s=cfg.capture.reopen_max_s,
-                                     realtime=cfg.capture.pace == "realtime", timer=self.pipeline.timer)
+        grabber = grabber_for(cfg, timer=self.pipeline.timer)
         if self.live:   # first: a status page that cannot listen stops start-up before anything else runs
             self.live.start(grabber, self.publisher)
         grabber.start()
         if self.publisher:
             self.publisher.start()
-        log.info("running on %s (%s detector)", source.description, cfg.detector.type)
+        log.info("running on %s (%s detector)", grabber.source.description, cfg.detector.type)
         failure: StoreError | None = None
         try:
             self._loop(grabber)

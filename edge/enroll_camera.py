@@ -218,8 +218,7 @@ class CameraEnrolments:
                                 "second daemon with the same camera name): enrolment requests for it are served "
                                 "there", self.cfg.camera, self.lock.path)
                 return
-            abandoned = self.store.abandon_camera_enrolments(self.cfg.camera, "not enrolled: the process serving it "
-                                                                             "stopped")
+            abandoned = self.store.abandon_camera_enrolments(self.cfg.camera)
             if abandoned:
                 log.info("%d enrolment request(s) of camera %s left running by a process that stopped: marked failed",
                          abandoned, self.cfg.camera)
@@ -326,15 +325,6 @@ class CameraLock:
             self._fd = None
 
 
-def camera_in_use(cfg: AppConfig) -> bool:
-    """Whether a daemon (or another `edge enroll --camera`) reads this camera now."""
-    probe = CameraLock(cfg)
-    if probe.acquire():
-        probe.release()
-        return False
-    return True
-
-
 def follow(store, request_id: int, on_change: Callable[[dict], None], stop: threading.Event,
            wait_for_daemon_s: float, interval: float = 0.2) -> dict:
     """Read the request's row until it is final, calling on_change on every new (good, message); gives up when
@@ -363,13 +353,10 @@ def follow(store, request_id: int, on_change: Callable[[dict], None], stop: thre
 def run_here(cfg: AppConfig, store, request: dict, models, lock: CameraLock, stop: threading.Event) -> None:
     """Serve one request with this process's own capture and pipeline (no daemon reads the camera); the
     caller holds the camera `lock`. Events are not published: this is enrolment, not monitoring."""
-    from .capture import LatestFrameGrabber, open_source
+    from .capture import grabber_for
     from .pipeline import Pipeline
 
-    source = open_source(cfg.source, cfg.capture.width, cfg.capture.height, cfg.capture.fps)
-    grabber = LatestFrameGrabber(source, every_frame=cfg.capture.pace == "every_frame", loop=cfg.capture.loop,
-                                 reopen_initial_s=cfg.capture.reopen_initial_s, reopen_max_s=cfg.capture.reopen_max_s,
-                                 realtime=cfg.capture.pace == "realtime")
+    grabber = grabber_for(cfg)
     pipeline = Pipeline(cfg, models, lambda: store.gallery(cfg.identity.model))
     enrolments = CameraEnrolments(cfg, store, models.embedding.model_id, lock)
     enrolments.start(request)
@@ -381,7 +368,7 @@ def run_here(cfg: AppConfig, store, request: dict, models, lock: CameraLock, sto
             if frame is not None:
                 pipeline.process(frame.image, frame.timestamp)
             elif grabber.finished.is_set():
-                enrolments.stop(f"{source.description} ended")
+                enrolments.stop(f"{grabber.source.description} ended")
                 break
             enrolments.poll(time.monotonic())
     finally:

@@ -666,8 +666,10 @@ class Store:
         self._galleries.clear()
         return done
 
-    def abandon_camera_enrolments(self, camera: str, message: str) -> int:
-        """Requests of `camera` left running by a process that is gone become failed."""
+    def abandon_camera_enrolments(self, camera: str,
+                                  message: str = "not enrolled: the process serving it stopped") -> int:
+        """Requests of `camera` left running by a process that is gone become failed (called by whoever has just
+        taken the camera's lock: nobody else can be serving them)."""
         def write():
             return self.db.execute("UPDATE camera_enrolments SET status = 'failed', message = ?, updated_at = ? "
                                    "WHERE camera = ? AND status = 'running'", [message, time.time(), camera]).rowcount

@@ -162,3 +162,13 @@ class LatestFrameGrabber:
                 outage_started = time.monotonic()
                 self.outages += 1
                 log.warning("camera %s stopped delivering frames; reopening", self.source.description)
+
+
+def grabber_for(cfg, timer=None) -> LatestFrameGrabber:
+    """The configured camera (`source`, `capture.*`) behind a grabber, not started: the daemon's, and the one
+    `edge enroll --camera` opens when no daemon runs."""
+    capture = cfg.capture
+    return LatestFrameGrabber(open_source(cfg.source, capture.width, capture.height, capture.fps),
+                              every_frame=capture.pace == "every_frame", loop=capture.loop,
+                              reopen_initial_s=capture.reopen_initial_s, reopen_max_s=capture.reopen_max_s,
+                              realtime=capture.pace == "realtime", timer=timer)
