@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import unknowns
 from .config import AppConfig
-from .enroll import BadName, Enrolment, enroll, forget_person, forget_unknown_group, name_unknown_group
+from .enroll import BadName, Enrolment, checked_name, enroll, forget_person, forget_unknown_group, \
+    name_unknown_group
 from .images import ImageError, decode_image
 from .snapshots import person_slug, thumbnail_dir
 from .store import Store
@@ -85,7 +86,6 @@ class People:
     # --- acting -------------------------------------------------------------------------------
     def enroll(self, name: str, files: list[tuple[str, bytes]], strict: bool = False) -> Enrolment:
         """Raises BadName; every photo gets its own result."""
-        from .enroll import checked_name
         name = checked_name(name)
         with self._loaded_models() as models, self._store() as store:
             return enroll(models, store, name, files, strict=strict)
@@ -117,7 +117,6 @@ class People:
     def request_camera_enrolment(self, name: str, frames_text: str | int | None) -> dict:
         """Queue `edge enroll NAME --camera` for the daemon of this camera (this process); raises BadName, or
         LookupError when too many requests wait already."""
-        from .enroll import checked_name
         name = checked_name(name)
         try:
             frames = self.cfg.camera_enrolment.frames if frames_text in (None, "") else int(frames_text)
