@@ -158,7 +158,7 @@ def child_pipeline(spec: dict) -> dict:
     import numpy as np
     import paho.mqtt.client as mqtt
 
-    import edge.daemon as daemon_module
+    import edge.capture as capture_module
     from edge.config import load_config
     from edge.daemon import Daemon
     from edge.images import load_image
@@ -194,7 +194,7 @@ def child_pipeline(spec: dict) -> dict:
         subscribed.wait(10)
 
     read_wall: dict[float, float] = {}
-    real_open = daemon_module.open_source
+    real_open = capture_module.open_source
 
     # The only wrap on the capture side: the latency is measured from the moment the track's first frame was
     # read, and no stage records when (the grabber's own "capture" stage times each read, and is the figure
@@ -210,7 +210,8 @@ def child_pipeline(spec: dict) -> dict:
             return result
         source.read = stamped_read
         return source
-    daemon_module.open_source = stamped_open_source   # instrumentation only: the source itself is real
+    # instrumentation only: the source itself is real (the daemon opens it through capture.grabber_for)
+    capture_module.open_source = stamped_open_source
 
     first_seen: dict[str, float] = {}      # track uid -> video timestamp of its first frame
     first_read: dict[str, float] = {}      # track uid -> wall clock when that frame was read
